@@ -1,0 +1,122 @@
+"""jira-oauth-broker: routes and wiring only. The work happens in chalicelib/."""
+
+from __future__ import annotations
+
+from chalice import AuthResponse, Chalice, ConvertToMiddleware, Response
+
+from chalicelib import connect, integrations, pages
+from chalicelib.apikeys import lookup
+from chalicelib.config import load_settings
+from chalicelib.logs import logger
+from chalicelib.resources import store_for
+from chalicelib.responses import empty_response, json_response, redirect
+from chalicelib.urls import origin_of, with_query
+from chalicelib.web import check_same_origin, json_body, page_route, query_param, service_route
+
+# configure_logs=False: Powertools' Logger owns logging, or every line prints twice.
+app = Chalice(app_name="jira-oauth-broker", configure_logs=False)
+app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context))
+service = service_route(app)
+
+FORM = ["application/x-www-form-urlencoded", "application/json", "multipart/form-data", "text/plain"]
+
+
+@app.authorizer(ttl_seconds=60)
+def api_key_auth(auth_request):  # type: ignore[no-untyped-def]
+    """``Authorization: Bearer <key>``: allow with the key's team scope, or deny (403)."""
+    record = lookup(store_for(load_settings()), auth_request.token)
+    if record is None:
+        return AuthResponse(routes=[], principal_id="anonymous")
+    return AuthResponse(routes=["*"], principal_id=record["name"], context={"team": record.get("team") or ""})
+
+
+# -- the team's Jira integration ---------------------------------------------------
+@app.route("/v1/teams/{team}/jira", methods=["PUT"], authorizer=api_key_auth)
+@service
+def put_jira(team: str) -> Response:
+    status, body = integrations.put_integration(team, json_body(app.current_request))
+    return json_response(body, status)
+
+
+@app.route("/v1/teams/{team}/jira", methods=["GET"], authorizer=api_key_auth)
+@service
+def get_jira(team: str) -> Response:
+    return json_response(integrations.get_integration(team))
+
+
+@app.route("/v1/teams/{team}/jira", methods=["DELETE"], authorizer=api_key_auth)
+@service
+def delete_jira(team: str) -> Response:
+    integrations.delete_integration(team)
+    return empty_response()
+
+
+@app.route("/v1/teams/{team}/jira/key-pair", methods=["POST"], authorizer=api_key_auth)
+@service
+def create_key_pair(team: str) -> Response:
+    return json_response(integrations.create_key_pair(team, json_body(app.current_request)), 201)
+
+
+# -- users -----------------------------------------------------------------------------
+@app.route("/v1/teams/{team}/users/{user}/jira/connect-link", methods=["POST"], authorizer=api_key_auth)
+@service
+def create_connect_link(team: str, user: str) -> Response:
+    return json_response(connect.create_link(team, user, json_body(app.current_request)), 201)
+
+
+@app.route("/v1/teams/{team}/users/{user}/jira", methods=["GET"], authorizer=api_key_auth)
+@service
+def get_connection(team: str, user: str) -> Response:
+    return json_response(connect.get_connection(team, user))
+
+
+@app.route("/v1/teams/{team}/users/{user}/jira", methods=["DELETE"], authorizer=api_key_auth)
+@service
+def delete_connection(team: str, user: str) -> Response:
+    connect.delete_connection(team, user)
+    return empty_response()
+
+
+# -- browser pages -------------------------------------------------------------------
+@app.route("/connect/{token}", methods=["GET"], content_types=FORM)
+@page_route
+def view_connect_link(token: str) -> Response:
+    link = connect.check_link(token)
+    return pages.connect_page(
+        host=link.host,
+        team=link.claims.team,
+        user=link.claims.user,
+        action=f"/connect/{token}",
+        jira_origin=origin_of(link.integration["base_url"]),
+    )
+
+
+@app.route("/connect/{token}", methods=["POST"], content_types=FORM)
+@page_route
+def start_connect(token: str) -> Response:
+    check_same_origin(app.current_request)
+    return redirect(connect.start(token))
+
+
+@app.route("/oauth/callback", methods=["GET"], content_types=FORM)
+@page_route
+def oauth_callback() -> Response:
+    outcome = connect.finish(
+        query_param(app.current_request, "oauth_token"), query_param(app.current_request, "oauth_verifier")
+    )
+    if outcome.return_to:
+        extra = {"jira_error": outcome.error.code} if outcome.result == "error" and outcome.error else {}
+        return redirect(with_query(outcome.return_to, jira=outcome.result, **extra))
+    who = {"host": outcome.host, "team": outcome.team, "user": outcome.user}
+    if outcome.result == "connected":
+        name = outcome.jira_user.get("name") or ""
+        return pages.connected_page(**who, display_name=outcome.jira_user.get("display_name") or "", jira_name=name)
+    if outcome.result == "denied":
+        return pages.denied_page(**who)
+    assert outcome.error is not None
+    return pages.error_page(outcome.error, title="Jira was not connected")
+
+
+@app.route("/health", methods=["GET"])
+def health() -> Response:
+    return json_response({"status": "ok", "stage": load_settings().stage})

@@ -1,0 +1,51 @@
+"""Service API keys: made once, shown once, stored only as SHA-256 hashes.
+
+A key may be limited to one team; it then gets 403 ``team_forbidden`` on any other.
+
+Example::
+
+    key = new_api_key()                                  # "jb_..." shown to the operator once
+    save_api_key(store, key, name="chat-bot", team="acme")
+    lookup(store, "Bearer " + key)                      # -> the key's record, or None
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from . import clock
+from .store import Store, token_hash
+
+PREFIX = "jb_"
+
+
+def new_api_key() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def save_api_key(store: Store, key: str, *, name: str, team: str | None = None) -> dict[str, Any]:
+    record = {"name": name, "team": team, "created_at": clock.now(), "revoked": False}
+    store.put_api_key(token_hash(key), record)
+    return record
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The key from ``Authorization: Bearer <key>``, or None."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def lookup(store: Store, header: str | None) -> dict[str, Any] | None:
+    """The live record for the presented key, or None. Only the hash is ever looked up."""
+    key = bearer_token(header)
+    if key is None:
+        return None
+    record = store.get_api_key(token_hash(key))
+    if record is None or record.get("revoked"):
+        return None
+    return record

@@ -1,0 +1,96 @@
+"""Settings, read from the environment at call time.
+
+Chalice's test client patches the stage's environment variables only while a
+request runs, and ``chalice local`` copies them in before ``app.py`` is
+imported, so nothing here may be read at import time.
+
+Example::
+
+    settings = load_settings()
+    settings.table_name      # "jira-oauth-broker-local"
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+LOCAL_STAGE = "local"
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in {"1", "true", "yes", "on"}
+
+
+def _csv(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, "")
+    return tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the broker can be configured with.
+
+    Attributes:
+        stage: ``local``, ``dev`` or ``prod`` (``BROKER_STAGE``).
+        table_name: the DynamoDB table (``BROKER_TABLE``).
+        secret_prefix: prefix of every Secrets Manager name (``BROKER_SECRET_PREFIX``).
+        public_url: the broker's own public base URL, used for connect links
+            and the OAuth callback (``BROKER_PUBLIC_URL``).
+        return_to_origins: origins a connect link may send the browser back to
+            (``BROKER_RETURN_TO_ORIGINS``, comma-separated).
+        allow_http_jira: accept ``http://`` Jira URLs (``BROKER_ALLOW_HTTP_JIRA``;
+            on by default only in the local stage).
+        allow_private_networks: accept Jira hosts on loopback, link-local or
+            private addresses (``BROKER_ALLOW_PRIVATE_NETWORKS``; on by default
+            only in the local stage).
+        jira_connect_timeout / jira_read_timeout: seconds per call to Jira.
+            Two calls must fit in API Gateway's 29 s, so the defaults are 4 s + 8 s.
+    """
+
+    stage: str
+    table_name: str
+    secret_prefix: str
+    public_url: str
+    return_to_origins: tuple[str, ...]
+    allow_http_jira: bool
+    allow_private_networks: bool
+    jira_connect_timeout: float
+    jira_read_timeout: float
+
+    @property
+    def is_local(self) -> bool:
+        return self.stage == LOCAL_STAGE
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.public_url}/oauth/callback"
+
+    @property
+    def jira_timeout(self) -> tuple[float, float]:
+        return (self.jira_connect_timeout, self.jira_read_timeout)
+
+
+def load_settings() -> Settings:
+    """Read the settings from ``os.environ`` now."""
+    stage = os.environ.get("BROKER_STAGE", LOCAL_STAGE).strip() or LOCAL_STAGE
+    is_local = stage == LOCAL_STAGE
+    return Settings(
+        stage=stage,
+        table_name=os.environ.get("BROKER_TABLE", "jira-oauth-broker-local"),
+        secret_prefix=os.environ.get("BROKER_SECRET_PREFIX", f"jira-oauth-broker/{stage}").rstrip("/"),
+        public_url=os.environ.get("BROKER_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        return_to_origins=_csv("BROKER_RETURN_TO_ORIGINS"),
+        allow_http_jira=_flag("BROKER_ALLOW_HTTP_JIRA", is_local),
+        allow_private_networks=_flag("BROKER_ALLOW_PRIVATE_NETWORKS", is_local),
+        jira_connect_timeout=_float("BROKER_JIRA_CONNECT_TIMEOUT", 4.0),
+        jira_read_timeout=_float("BROKER_JIRA_READ_TIMEOUT", 8.0),
+    )

@@ -1,0 +1,288 @@
+"""Jira's OAuth 1.0a dance, signed RSA-SHA1 with requests-oauthlib, and Jira's error reports.
+
+Jira Server / Data Center endpoints, relative to the base URL (context path included):
+
+- ``POST /plugins/servlet/oauth/request-token`` (with ``oauth_callback``)
+- ``GET  /plugins/servlet/oauth/authorize?oauth_token=...`` (the user's browser)
+- ``POST /plugins/servlet/oauth/access-token`` (with ``oauth_verifier``)
+
+Errors come as OAuth Problem Reporting: ``oauth_problem=...`` in a
+form-encoded body and in the ``WWW-Authenticate`` header.
+
+Example::
+
+    jira = JiraClient(base_url, consumer_key, private_key, timeout=(4, 8))
+    rt = jira.request_token("https://broker.example.com/oauth/callback")
+    jira.authorize_url(rt.token)
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+from oauthlib.oauth1 import SIGNATURE_RSA, SIGNATURE_TYPE_AUTH_HEADER
+from requests_oauthlib import OAuth1
+
+from .errors import BrokerError, JiraBadResponse, JiraRejected, JiraTimeout, JiraTLSError, JiraUnreachable
+from .logs import logger, redact
+
+REQUEST_TOKEN_PATH = "/plugins/servlet/oauth/request-token"  # noqa: S105 - a path, not a secret
+AUTHORIZE_PATH = "/plugins/servlet/oauth/authorize"
+ACCESS_TOKEN_PATH = "/plugins/servlet/oauth/access-token"  # noqa: S105 - a path, not a secret
+SERVER_INFO_PATH = "/rest/api/2/serverInfo"
+MYSELF_PATH = "/rest/api/2/myself"
+REQUEST_TOKEN_LIFETIME = 600  # Jira's request tokens live 10 minutes
+DENIED = "denied"  # the oauth_verifier Jira sends when the user clicks Deny
+
+
+@dataclass(frozen=True)
+class RequestToken:
+    token: str
+    secret: str
+    callback_confirmed: bool
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str
+    secret: str
+    expires_in: int | None
+    session_handle: str | None
+    authorization_expires_in: int | None
+
+
+@dataclass(frozen=True)
+class OAuthProblem:
+    """Jira's OAuth Problem Report: the problem name and any extra ``oauth_*`` fields."""
+
+    problem: str
+    status: int
+    fields: dict[str, str]
+
+
+class JiraOAuthError(BrokerError):
+    """Jira refused an OAuth request with an ``oauth_problem``; ``problem`` says which."""
+
+    code = "jira_oauth_error"
+    status = 422
+
+    def __init__(self, problem: OAuthProblem, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+# -- sessions: one pooled HTTP session per Jira ----------------------------------
+_sessions: dict[str, requests.Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def session_for(base_url: str) -> requests.Session:
+    """A pooled session per Jira base URL, reused across warm invocations."""
+    with _sessions_lock:
+        session = _sessions.get(base_url)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # never route a team's Jira through ambient proxy settings
+            _sessions[base_url] = session
+        return session
+
+
+# -- parsing Jira's answers --------------------------------------------------------
+_HEADER_FIELD = re.compile(r'(\w+)="([^"]*)"')
+
+
+def parse_problem(response: requests.Response) -> OAuthProblem | None:
+    """Read ``oauth_problem`` from the body (form-encoded) or the ``WWW-Authenticate`` header."""
+    fields: dict[str, str] = {}
+    header = response.headers.get("WWW-Authenticate", "")
+    if header.lower().startswith("oauth"):
+        from urllib.parse import unquote
+
+        fields.update({k: unquote(v) for k, v in _HEADER_FIELD.findall(header)})
+    body = response.text if len(response.content) < 65536 else ""
+    if "oauth_problem=" in body:
+        fields.update(dict(parse_qsl(body.strip(), keep_blank_values=True)))
+    problem = fields.get("oauth_problem")
+    if not problem:
+        return None
+    return OAuthProblem(problem=problem, status=response.status_code, fields=fields)
+
+
+def parse_form(response: requests.Response) -> dict[str, str]:
+    """Jira's success bodies may come as text/plain: parse them whatever the Content-Type says."""
+    return dict(parse_qsl(response.text.strip(), keep_blank_values=True))
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class JiraClient:
+    """Talks OAuth 1.0a (RSA-SHA1) to one Jira as one Application Link."""
+
+    def __init__(
+        self,
+        base_url: str,
+        consumer_key: str,
+        private_key: rsa.RSAPrivateKey,
+        *,
+        timeout: tuple[float, float],
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.consumer_key = consumer_key
+        self._private_key = private_key
+        self.timeout = timeout
+        self.session = session or session_for(base_url)
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def _auth(self, **kwargs: Any) -> OAuth1:
+        # RSA-SHA1 always: jira-python's HMAC default gets signature_method_rejected.
+        # A loaded key object, not PEM text: re-parsing costs ~45 ms per signature.
+        return OAuth1(
+            self.consumer_key,
+            signature_method=SIGNATURE_RSA,
+            signature_type=SIGNATURE_TYPE_AUTH_HEADER,
+            rsa_key=self._private_key,
+            **kwargs,
+        )
+
+    def send(self, method: str, path: str, *, auth: Any = None, **kwargs: Any) -> requests.Response:
+        """Send one request to Jira; connection failures become broker errors naming the host."""
+        url = self.base_url + path
+        try:
+            return self.session.request(method, url, auth=auth, timeout=self.timeout, allow_redirects=False, **kwargs)
+        except requests.exceptions.SSLError:
+            raise JiraTLSError(
+                f"The TLS handshake with {self.host} failed: its certificate is not trusted "
+                "(self-signed, expired or for another name) or it does not speak https on that port.",
+            ) from None
+        except requests.exceptions.Timeout:
+            raise JiraTimeout(
+                f"Jira at {self.host} did not answer within {self.timeout[0] + self.timeout[1]:g} seconds. "
+                "Check that it is up and reachable from the broker.",
+            ) from None
+        except requests.exceptions.ConnectionError:
+            raise JiraUnreachable(
+                f"The broker could not connect to {self.host}. Check base_url's host and port, "
+                "and that Jira is reachable from the broker's network.",
+            ) from None
+
+    # -- the dance -----------------------------------------------------------
+    def request_token(self, callback_url: str) -> RequestToken:
+        """``POST .../request-token``; raises :class:`JiraOAuthError` or another broker error."""
+        response = self.send("POST", REQUEST_TOKEN_PATH, auth=self._auth(callback_uri=callback_url))
+        self._raise_for_oauth(response, REQUEST_TOKEN_PATH)
+        form = parse_form(response)
+        if not form.get("oauth_token") or not form.get("oauth_token_secret"):
+            raise JiraBadResponse(
+                f"{self.host} answered the request-token call without a token. Check that base_url "
+                "points at Jira (including any context path such as /jira).",
+                code="jira_bad_response",
+            )
+        return RequestToken(
+            form["oauth_token"], form["oauth_token_secret"], form.get("oauth_callback_confirmed") == "true"
+        )
+
+    def authorize_url(self, request_token: str) -> str:
+        return f"{self.base_url}{AUTHORIZE_PATH}?{urlencode({'oauth_token': request_token})}"
+
+    def access_token(self, request_token: str, request_secret: str, verifier: str) -> AccessToken:
+        """``POST .../access-token`` with the verifier; raises :class:`JiraOAuthError` on a problem."""
+        auth = self._auth(resource_owner_key=request_token, resource_owner_secret=request_secret, verifier=verifier)
+        response = self.send("POST", ACCESS_TOKEN_PATH, auth=auth)
+        self._raise_for_oauth(response, ACCESS_TOKEN_PATH)
+        form = parse_form(response)
+        if not form.get("oauth_token"):
+            raise JiraBadResponse(f"{self.host} answered the access-token call without a token.")
+        return AccessToken(
+            token=form["oauth_token"],
+            secret=form.get("oauth_token_secret", ""),
+            expires_in=_int_or_none(form.get("oauth_expires_in")),
+            session_handle=form.get("oauth_session_handle"),
+            authorization_expires_in=_int_or_none(form.get("oauth_authorization_expires_in")),
+        )
+
+    def myself(self, access_token: str, token_secret: str) -> dict[str, Any]:
+        """``GET /rest/api/2/myself`` as the user: who the token belongs to."""
+        auth = self._auth(resource_owner_key=access_token, resource_owner_secret=token_secret)
+        response = self.send("GET", MYSELF_PATH, auth=auth, headers={"Accept": "application/json"})
+        self._raise_for_oauth(response, MYSELF_PATH)
+        return self._json(response, MYSELF_PATH)
+
+    def server_info(self) -> dict[str, Any]:
+        """``GET /rest/api/2/serverInfo``, which Jira answers without authentication."""
+        response = self.send("GET", SERVER_INFO_PATH, headers={"Accept": "application/json"})
+        if response.status_code != 200:
+            raise JiraBadResponse(f"{self.host} answered HTTP {response.status_code} for {SERVER_INFO_PATH}.")
+        return self._json(response, SERVER_INFO_PATH)
+
+    # -- answers ---------------------------------------------------------------
+    def _json(self, response: requests.Response, path: str) -> dict[str, Any]:
+        # Jira sometimes answers 200 with an empty body when authentication failed (JRA-41559).
+        reason = response.headers.get("X-Seraph-LoginReason", "")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            hint = " (Jira reports AUTHENTICATED_FAILED)" if "FAILED" in reason else ""
+            raise JiraBadResponse(f"{self.host} answered {path} without a JSON object{hint}.")
+        return body
+
+    def _raise_for_oauth(self, response: requests.Response, path: str) -> None:
+        if response.status_code == 200:
+            return
+        problem = parse_problem(response)
+        if problem is not None:
+            base_string = problem.fields.get("oauth_signature_base_string")
+            if base_string:
+                # Jira's own base string is the best clue for a signature mismatch: log it, never return it.
+                logger.warning(
+                    "jira rejected the signature",
+                    extra={"jira_host": self.host, "path": path, "jira_base_string": redact(base_string)},
+                )
+            raise JiraOAuthError(problem, f"Jira refused the call to {path} with oauth_problem={problem.problem}.")
+        raise _unexpected_status(self.host, path, response)
+
+
+def _unexpected_status(host: str, path: str, response: requests.Response) -> BrokerError:
+    status = response.status_code
+    if status == 404:
+        return JiraRejected(
+            f"{host} answered 404 for {path}. Check that base_url is Jira's base URL, including any "
+            "context path (such as https://host/jira), and that OAuth is enabled.",
+            code="jira_oauth_not_found",
+        )
+    if status in (301, 302, 303, 307, 308):
+        target = urlsplit(response.headers.get("Location", "")).netloc or "another address"
+        return JiraRejected(
+            f"{host} redirected {path} to {target}. Use the address Jira redirects to as base_url "
+            "(often https instead of http, or a different host or context path).",
+            code="jira_redirected",
+        )
+    return JiraBadResponse(f"{host} answered HTTP {status} for {path}, which the broker did not expect.")
+
+
+def clock_skew(problem: OAuthProblem, now: float | None = None) -> int | None:
+    """Seconds Jira's clock is ahead of ours, from ``oauth_acceptable_timestamps=min-max``."""
+    window = problem.fields.get("oauth_acceptable_timestamps", "")
+    low, _, high = window.partition("-")
+    try:
+        middle = (int(low) + int(high)) / 2
+    except ValueError:
+        return None
+    return int(middle - (now if now is not None else time.time()))

@@ -1,0 +1,98 @@
+"""Jira's ``oauth_problem`` reports, explained in words a person can act on.
+
+Admins see :func:`explain_setup_problem` (setting up or using the
+Application Link); users see :func:`explain_exchange_problem` on the page
+after Jira's Allow screen.
+
+Example::
+
+    except JiraOAuthError as error:
+        raise explain_setup_problem(error, jira) from None
+"""
+
+from __future__ import annotations
+
+from .errors import BrokerError, Gone, JiraRejected
+from .oauth1 import JiraClient, JiraOAuthError, OAuthProblem, clock_skew
+
+
+def explain_setup_problem(error: JiraOAuthError, jira: JiraClient) -> BrokerError:
+    """Turn Jira's oauth_problem into a message an admin can act on."""
+    problem = error.problem
+    name = problem.problem
+    if name in {"consumer_key_unknown", "consumer_key_rejected"}:
+        return JiraRejected(
+            f"Jira at {jira.host} has no Application Link with consumer key '{jira.consumer_key}'. In Jira, open "
+            "Administration > Applications > Application links, edit the link's incoming authentication, "
+            "and check that its consumer key is exactly this one.",
+            code="consumer_key_unknown",
+        )
+    if name == "signature_invalid":
+        return _signature_invalid(jira)
+    if name == "signature_method_rejected":
+        return JiraRejected(
+            f"Jira at {jira.host} refused the RSA-SHA1 signature method. Set up the Application Link's "
+            "incoming authentication as OAuth with this public key (not a shared secret or OAuth 2.0).",
+            code="signature_method_rejected",
+        )
+    if name == "timestamp_refused":
+        return _clock_skew(problem, jira)
+    return JiraRejected(
+        f"Jira at {jira.host} refused the broker's OAuth request with oauth_problem={name}.",
+        code="jira_oauth_error",
+        details={"oauth_problem": name},
+    )
+
+
+def _signature_invalid(jira: JiraClient) -> BrokerError:
+    reported = None
+    try:
+        reported = str(jira.server_info().get("baseUrl") or "").rstrip("/") or None
+    except BrokerError:
+        pass
+    if reported and reported.lower() != jira.base_url.lower():
+        return JiraRejected(
+            f"Jira rejected the signature. Jira says its base URL is {reported}, but base_url is "
+            f"{jira.base_url}: Jira checks signatures against its own URL, so use {reported} as base_url "
+            "(or fix Jira's base URL or reverse proxy settings).",
+            code="signature_invalid",
+        )
+    return JiraRejected(
+        f"Jira at {jira.host} rejected the signature: the private key does not match the public key in "
+        "the Application Link, or base_url differs from the URL Jira believes it is at (reverse proxy, "
+        "context path). Paste this key's public key into the link, or check Jira's base URL.",
+        code="signature_invalid",
+    )
+
+
+def _clock_skew(problem: OAuthProblem, jira: JiraClient) -> BrokerError:
+    skew = clock_skew(problem)
+    by = f" by about {abs(skew)} seconds" if skew is not None else ""
+    return JiraRejected(
+        f"Jira at {jira.host} refused the request's timestamp: its clock and the broker's differ{by}, more "
+        "than the 5 minutes Jira allows. Synchronise Jira's server clock (NTP).",
+        code="clock_skew",
+    )
+
+
+def explain_exchange_problem(error: JiraOAuthError, jira: JiraClient) -> BrokerError:
+    """What went wrong when exchanging the approved request token, for the user's page."""
+    name = error.problem.problem
+    if name == "token_expired":
+        return Gone(
+            "Jira's sign-in window of 10 minutes ran out before you approved. Open your connect link again.",
+            code="request_token_expired",
+        )
+    if name == "permission_denied":
+        return JiraRejected("Jira says access was denied, so nothing was connected.", code="access_denied", status=403)
+    if name == "permission_unknown":
+        return JiraRejected(
+            "Jira says the access was not approved yet. Open your connect link again and click Allow in Jira.",
+            code="permission_unknown",
+        )
+    if name in {"token_rejected", "token_revoked"}:
+        return JiraRejected(
+            "Jira did not accept this sign-in (the token was rejected or revoked). Open your connect link again.",
+            code=name,
+        )
+    return explain_setup_problem(error, jira)

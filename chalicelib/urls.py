@@ -1,0 +1,147 @@
+"""URL rules: team and user ids, Jira base URLs, return_to, and where the broker may connect.
+
+Example::
+
+    base_url = normalize_base_url("https://jira.acme.com/jira/")   # "https://jira.acme.com/jira"
+    check_jira_destination(base_url, settings)                      # raises for 10.0.0.5 in prod
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from .config import Settings
+from .errors import InvalidRequest, JiraUnreachable
+
+_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+_CONTROL = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def validate_id(kind: str, value: str) -> str:
+    """Return a team or user id, or raise 400 ``invalid_<kind>``.
+
+    ``chalice local`` hands path parameters over still percent-encoded
+    (``%40``) while API Gateway decodes them, so decode once here. A ``%``
+    is not a legal id character, so decoding can never widen what passes.
+    """
+    if "%" in value:
+        value = unquote(value)
+    if not _ID.match(value):
+        raise InvalidRequest(
+            f"The {kind} id must be 1 to 128 characters of letters, digits and . _ : @ -",
+            code=f"invalid_{kind}",
+        )
+    return value
+
+
+def normalize_base_url(raw: object) -> str:
+    """Check a Jira base URL's shape and drop a trailing slash; case and context path are kept."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise _bad_base_url("base_url must be a non-empty string such as https://jira.example.com.")
+    url = raw.strip()
+    if _CONTROL.search(url):
+        raise _bad_base_url("base_url must not contain spaces, control characters or backslashes.")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in {"http", "https"}:
+        raise _bad_base_url("base_url must start with http:// or https://.")
+    if "@" in parts.netloc:
+        raise _bad_base_url("base_url must not carry a user name or password; remove the 'user@' part.")
+    if "?" in url or parts.query:
+        raise _bad_base_url("base_url must not carry a query string; remove the '?...' part.")
+    if "#" in url or parts.fragment:
+        raise _bad_base_url("base_url must not carry a fragment; remove the '#...' part.")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise _bad_base_url("base_url has an invalid port number.") from None
+    if not parts.hostname:
+        raise _bad_base_url("base_url has no host name.")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _bad_base_url(message: str) -> InvalidRequest:
+    return InvalidRequest(message, code="invalid_base_url")
+
+
+def check_jira_destination(base_url: str, settings: Settings) -> None:
+    """Refuse Jira URLs the stage does not allow: http, and private or link-local hosts.
+
+    Outside the local stage the broker must not become a way into the network
+    it runs in (SSRF: the instance metadata address, internal services).
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme.lower() != "https" and not settings.allow_http_jira:
+        raise InvalidRequest(
+            f"base_url must use https:// in the {settings.stage} stage "
+            "(set BROKER_ALLOW_HTTP_JIRA=true to allow http).",
+            code="insecure_base_url",
+        )
+    if settings.allow_private_networks:
+        return
+    host = parts.hostname or ""
+    for address in _resolve(host, parts.port or (443 if parts.scheme.lower() == "https" else 80)):
+        if not _is_public(address):
+            raise InvalidRequest(
+                f"base_url's host {host} resolves to {address}, a loopback, link-local or private "
+                "address, which this broker may not reach (set BROKER_ALLOW_PRIVATE_NETWORKS=true "
+                "if your Jira is on a private network).",
+                code="base_url_not_allowed",
+            )
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        raise JiraUnreachable(
+            f"The host name {host} could not be resolved. Check base_url for typos.",
+            code="jira_unreachable",
+        ) from None
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def check_return_to(raw: object, settings: Settings) -> str:
+    """Return ``return_to`` if its origin is on the configured allowlist, else raise 400."""
+    if not isinstance(raw, str) or not raw:
+        raise InvalidRequest("return_to must be an absolute http(s) URL.", code="invalid_return_to")
+    parts = urlsplit(raw)
+    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname or "@" in parts.netloc:
+        raise InvalidRequest("return_to must be an absolute http(s) URL.", code="invalid_return_to")
+    origin = f"{parts.scheme}://{parts.netloc}".lower()
+    allowed = {o.lower() for o in settings.return_to_origins}
+    if origin not in allowed:
+        listed = ", ".join(settings.return_to_origins) or "none are configured"
+        raise InvalidRequest(
+            f"return_to's origin {origin} is not allowed. Allowed origins: {listed} (BROKER_RETURN_TO_ORIGINS).",
+            code="return_to_not_allowed",
+        )
+    return raw
+
+
+def with_query(url: str, **params: str) -> str:
+    """Add query parameters to a URL that may already have some."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def host_label(base_url: str) -> str:
+    """What a person recognises a Jira by: host[:port] plus the context path."""
+    parts = urlsplit(base_url)
+    return f"{parts.netloc}{parts.path}"
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

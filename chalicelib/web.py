@@ -1,0 +1,128 @@
+"""Route plumbing shared by app.py: errors to envelopes or pages, ids, team scope, JSON bodies.
+
+Example::
+
+    @app.route("/v1/teams/{team}/jira", methods=["GET"], authorizer=api_key_auth)
+    @service_route(app)
+    def get_jira(team):
+        return json_response(integrations.get_integration(team))
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from chalice import Chalice, Response
+from chalice.app import Request
+
+from .config import load_settings
+from .errors import BrokerError, Forbidden, InvalidRequest
+from .logs import logger
+from .pages import error_page
+from .responses import error_response
+from .urls import validate_id
+
+View = Callable[..., Response]
+
+
+def _unexpected(error: Exception) -> BrokerError:
+    # Log the type and traceback; the message of a library error is not echoed to anyone.
+    logger.exception("unexpected error", extra={"error_type": type(error).__name__})
+    return BrokerError()
+
+
+def service_route(app: Chalice) -> Callable[[View], View]:
+    """For API routes: validate ``team``/``user`` ids, enforce the key's team scope, answer errors as JSON."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(**params: str) -> Response:
+            try:
+                for kind in ("team", "user"):
+                    if kind in params:
+                        params[kind] = validate_id(kind, params[kind])
+                _check_team_scope(app.current_request, params.get("team"))
+                return view(**params)
+            except BrokerError as error:
+                return error_response(error)
+            except Exception as error:  # noqa: BLE001 - the envelope must hold for every failure
+                return error_response(_unexpected(error))
+
+        return wrapper
+
+    return decorate
+
+
+def page_route(view: View) -> View:
+    """For browser routes: answer errors as an HTML page naming what went wrong."""
+
+    @functools.wraps(view)
+    def wrapper(**params: str) -> Response:
+        try:
+            return view(**params)
+        except BrokerError as error:
+            return error_page(error)
+        except Exception as error:  # noqa: BLE001
+            return error_page(_unexpected(error))
+
+    return wrapper
+
+
+def _required(request: Request | None) -> Request:
+    # Chalice sets current_request for every HTTP invocation; None would be a wiring bug.
+    if request is None:
+        raise BrokerError("No HTTP request is in progress.")
+    return request
+
+
+def _check_team_scope(request: Request | None, team: str | None) -> None:
+    context = _required(request).context or {}
+    scope = (context.get("authorizer") or {}).get("team") or ""
+    if team is not None and scope and scope != team:
+        raise Forbidden(
+            f"This API key is limited to team {scope}; it may not act on team {team}.", code="team_forbidden"
+        )
+
+
+def json_body(request: Request | None) -> dict[str, Any]:
+    """The request's JSON object; an empty body counts as ``{}``."""
+    raw = _required(request).raw_body
+    if not raw or not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def check_same_origin(request: Request | None) -> None:
+    """Refuse a cross-site POST of the Continue button.
+
+    Someone could otherwise make a victim's browser submit the attacker's own
+    connect link without ever showing the page that names whose account it
+    is. The page's ``Referrer-Policy: no-referrer`` makes browsers send
+    ``Origin: null`` on the form POST, so ``Sec-Fetch-Site`` is the reliable signal.
+    """
+    headers = _required(request).headers
+    site = (headers.get("sec-fetch-site") or "").lower()
+    origin = headers.get("origin")
+    public = urlsplit(load_settings().public_url)
+    own_origin = f"{public.scheme}://{public.netloc}".lower()
+    if site in {"cross-site", "same-site"} or (origin and origin != "null" and origin.lower() != own_origin):
+        raise Forbidden(
+            "This button was submitted from another site, so the broker did not start a connection.",
+            code="cross_site_request",
+        )
+
+
+def query_param(request: Request | None, name: str) -> str | None:
+    params = _required(request).query_params
+    value = params.get(name) if params else None
+    return str(value) if value is not None else None

@@ -1,0 +1,1 @@
+"""Developer scripts: the local runner and its AWS stand-ins."""

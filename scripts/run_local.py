@@ -1,0 +1,88 @@
+"""``make run``: the broker on this machine, on an embedded moto, served by ``chalice local``.
+
+Starts moto (DynamoDB and Secrets Manager), creates the table from infra/,
+registers the service API key (``BROKER_API_KEY``, or a new one printed
+once), then runs ``chalice local`` as a child process. Its output passes
+through the broker's redaction, because chalice local's access log prints
+full paths: connect-link tokens and ``oauth_token``/``oauth_verifier``.
+Ctrl-C stops everything it started.
+
+Environment: ``PORT`` (8000), ``HOST`` (127.0.0.1), ``BROKER_API_KEY``,
+``BROKER_PUBLIC_URL`` (default ``http://HOST:PORT``), and any other ``BROKER_*`` setting.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO
+
+import boto3
+
+from chalicelib.apikeys import new_api_key, save_api_key
+from chalicelib.logs import redact
+from chalicelib.store import Store
+from scripts.local_aws import create_table, start_moto, use_fake_credentials
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = "jira-oauth-broker-local"
+
+
+def _pump(stream: IO[str], out: IO[str]) -> None:
+    for line in stream:
+        out.write(redact(line))
+        out.flush()
+
+
+def _register_api_key(endpoint: str) -> None:
+    key = os.environ.get("BROKER_API_KEY", "").strip()
+    generated = not key
+    key = key or new_api_key()
+    store = Store(TABLE, client=boto3.client("dynamodb", endpoint_url=endpoint))
+    save_api_key(store, key, name="local")
+    if generated:
+        print(f"Service API key (shown once; set BROKER_API_KEY to choose your own):\n  {key}", flush=True)
+    else:
+        print("Service API key: taken from BROKER_API_KEY", flush=True)
+
+
+def main() -> int:
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    use_fake_credentials()
+    server, endpoint = start_moto()
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    try:
+        create_table(boto3.client("dynamodb", endpoint_url=endpoint), TABLE)
+        _register_api_key(endpoint)
+        env = dict(os.environ)
+        env.setdefault("BROKER_PUBLIC_URL", f"http://{host}:{port}")
+        chalice = str(Path(sys.executable).parent / "chalice")
+        command = [chalice, "local", "--host", host, "--port", str(port), "--stage", "local", "--no-autoreload"]
+        child = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        assert child.stdout is not None
+        pump = threading.Thread(target=_pump, args=(child.stdout, sys.stdout), daemon=True)
+        pump.start()
+        print(f"jira-oauth-broker: moto at {endpoint}; serving http://{host}:{port} (Ctrl-C stops)", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            child.terminate()
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            return 0
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,787 @@
+"""A fake Jira Server OAuth 1.0a (RSA-SHA1) provider serving real HTTP on loopback.
+
+It mimics what the broker depends on (see /work/shared/FIELD-NOTES.md): the three
+OAuth servlets under the context path, Jira's OAuth Problem Reporting format,
+``/rest/api/2/serverInfo``, ``/rest/api/2/myself`` and a JSON echo for any other
+signed ``/rest/...`` call.
+
+The signature check is written from RFC 5849 on purpose, without oauthlib: the
+broker signs with oauthlib, so checking with oauthlib would only prove that
+oauthlib agrees with itself.
+
+Typical use::
+
+    with FakeJira() as jira:
+        jira.add_consumer("broker", public_pem)
+        jira.add_user("alice", display_name="Alice")
+        ...  # point the code under test at jira.base_url
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import json
+import re
+import secrets
+import socket
+import string
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+REQUEST_TOKEN_TTL = 600  # Jira's request tokens live 10 minutes
+ACCESS_TOKEN_TTL = 157_680_000  # 5 years, as Jira's oauth_expires_in says
+SESSION_TTL = 160_272_000  # 5 years + 30 days (oauth_authorization_expires_in)
+TIMESTAMP_WINDOW = 300  # net.oauth's default: +/- 5 minutes
+DENIED = "denied"  # the verifier Jira puts on the callback when the user clicks Deny
+
+SERVLET = "/plugins/servlet/oauth"
+TEXT_PLAIN = "text/plain;charset=UTF-8"
+TEXT_HTML = "text/html;charset=UTF-8"
+APPLICATION_JSON = "application/json;charset=UTF-8"
+FORM = "application/x-www-form-urlencoded"
+
+_ALPHANUMERIC = string.ascii_letters + string.digits
+_AUTH_PARAM = re.compile(r'([A-Za-z0-9_.\-]+)\s*=\s*"([^"]*)"')
+_REQUIRED_OAUTH = (
+    "oauth_consumer_key",
+    "oauth_signature_method",
+    "oauth_signature",
+    "oauth_timestamp",
+    "oauth_nonce",
+)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def percent_encode(value: str) -> str:
+    """RFC 5849 §3.6 encoding: UTF-8, keep only ALPHA DIGIT - . _ ~, upper-case hex."""
+    # quote() always keeps letters, digits and "_.-~"; safe="" stops it keeping "/".
+    return quote(value, safe="")
+
+
+def random_token(length: int = 32) -> str:
+    """A random alphanumeric string, the shape of Jira's tokens."""
+    return "".join(secrets.choice(_ALPHANUMERIC) for _ in range(length))
+
+
+def parse_authorization(header: str) -> dict[str, str] | None:
+    """Parse ``OAuth k="v", ...`` into decoded params; None if not an OAuth header."""
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() != "oauth":
+        return None
+    # Values are percent-encoded (RFC 5849 §3.5.1), so they hold no quotes or commas.
+    return {name: unquote(value) for name, value in _AUTH_PARAM.findall(rest)}
+
+
+def base_string_uri(base_url: str, path: str) -> str:
+    """RFC 5849 §3.4.1.2: lower-case scheme and host, no default port, no query."""
+    parts = urlsplit(base_url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and port != {"http": 80, "https": 443}.get(scheme):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/') + path or '/'}"
+
+
+def signature_base_string(method: str, uri: str, params: Iterable[tuple[str, str]]) -> str:
+    """RFC 5849 §3.4.1: METHOD&enc(uri)&enc(sorted, encoded name=value pairs)."""
+    pairs = sorted((percent_encode(k), percent_encode(v)) for k, v in params)
+    normalized = "&".join(f"{k}={v}" for k, v in pairs)
+    return "&".join((method.upper(), percent_encode(uri), percent_encode(normalized)))
+
+
+def load_public_key(pem: str | bytes) -> rsa.RSAPublicKey:
+    """Load an Application Link's RSA public key (or a certificate's)."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    if b"BEGIN CERTIFICATE" in data:
+        key: Any = x509.load_pem_x509_certificate(data).public_key()
+    else:
+        key = serialization.load_pem_public_key(data)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise TypeError("an Application Link needs an RSA public key")
+    return key
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake received it (path without query, body raw)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Response:
+    """What a route answers; the handler turns it into bytes on the wire."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = TEXT_PLAIN
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Request:
+    """A parsed incoming request as the routes see it."""
+
+    method: str
+    path: str  # relative to the context path, raw (still percent-encoded)
+    query: str  # raw query string
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def form(self) -> list[tuple[str, str]]:
+        """Form body params: only a form-urlencoded body is signed (§3.4.1.3.1)."""
+        if not self.headers.get("content-type", "").lower().startswith(FORM):
+            return []
+        try:
+            return parse_qsl(self.body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            return []
+
+
+@dataclass
+class _RequestToken:
+    token: str
+    secret: str
+    consumer_key: str
+    callback: str
+    created: float
+    status: str = "pending"  # pending | approved | denied
+    verifier: str = ""
+    username: str = ""
+
+
+@dataclass
+class _AccessToken:
+    token: str
+    secret: str
+    consumer_key: str
+    username: str
+    session_handle: str
+    created: float
+    revoked: bool = False
+
+
+class OAuthProblem(Exception):
+    """An OAuth Problem Reporting answer (status, oauth_problem, extra fields)."""
+
+    def __init__(self, status: int, problem: str, **extra: str) -> None:
+        super().__init__(problem)
+        self.status = status
+        self.problem = problem
+        self.extra = extra
+
+
+class _Unauthenticated(Exception):
+    """A /rest call without OAuth: Jira answers with JSON, not an OAuth problem."""
+
+
+# ---------------------------------------------------------------- the fake
+
+
+class FakeJira:
+    """A Jira Server OAuth 1.0a provider on loopback. See the module docstring."""
+
+    def __init__(self, context_path: str = "/jira", *, host: str = "127.0.0.1") -> None:
+        self.context_path = "/" + context_path.strip("/") if context_path.strip("/") else ""
+        self.host = host
+        self.reported_base_url: str | None = None
+        self.signing_base_url: str | None = None
+        self.clock_offset: float = 0.0
+        self.delay: float = 0.0
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._consumers: dict[str, rsa.RSAPublicKey] = {}
+        self._users: dict[str, dict[str, Any]] = {}
+        self._request_tokens: dict[str, _RequestToken] = {}
+        self._access_tokens: dict[str, _AccessToken] = {}
+        self._nonces: set[tuple[str, str, str]] = set()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle
+
+    def start(self) -> Self:
+        """Listen on host:0 and serve from a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("FakeJira already started")
+        self._server = _Server((self.host, 0), _Handler, self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.01},  # stop() waits up to one interval
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop kept-alive connections so no handler thread lingers."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port<context_path>``, no trailing slash."""
+        if self._server is None:
+            raise RuntimeError("FakeJira not started")
+        port = self._server.server_address[1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}{self.context_path}"
+
+    def now(self) -> float:
+        """The fake's clock: real time plus clock_offset."""
+        return time.time() + self.clock_offset
+
+    # ---- admin API (what a Jira admin or user would do in the browser)
+
+    def add_consumer(self, consumer_key: str, public_key_pem: str | bytes) -> None:
+        """Create (or replace the key of) an Application Link."""
+        key = load_public_key(public_key_pem)
+        with self._lock:
+            self._consumers[consumer_key] = key
+
+    def remove_consumer(self, consumer_key: str) -> None:
+        """Delete an Application Link; its tokens then get consumer_key_unknown."""
+        with self._lock:
+            self._consumers.pop(consumer_key, None)
+
+    def add_user(
+        self,
+        name: str,
+        *,
+        key: str | None = None,
+        display_name: str = "",
+        email: str = "",
+    ) -> None:
+        """Add a Jira user who can approve tokens."""
+        user = {
+            "name": name,
+            "key": key or name,
+            "displayName": display_name or name,
+            "emailAddress": email,
+            "active": True,
+        }
+        with self._lock:
+            self._users[name] = user
+
+    def approve(self, request_token: str, username: str) -> str:
+        """Click Allow as ``username``; return the callback URL with token and verifier.
+
+        Raises KeyError for an unknown token or user, ValueError for an expired token.
+        For an "oob" callback it returns ``oob?oauth_token=..&oauth_verifier=..``.
+        """
+        with self._lock:
+            if username not in self._users:
+                raise KeyError(f"unknown user {username!r}")
+            rt = self._live_request_token(request_token)
+            rt.status, rt.username = "approved", username
+            rt.verifier = _new_verifier()
+            return _with_query(rt.callback, rt.token, rt.verifier)
+
+    def deny(self, request_token: str) -> str:
+        """Click Deny; return the callback URL with ``oauth_verifier=denied``."""
+        with self._lock:
+            rt = self._live_request_token(request_token)
+            rt.status, rt.username, rt.verifier = "denied", "", DENIED
+            return _with_query(rt.callback, rt.token, DENIED)
+
+    def revoke_access_token(self, access_token: str) -> None:
+        """Revoke as a user would in their profile; later calls get token_revoked."""
+        with self._lock:
+            self._access_tokens[access_token].revoked = True
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests."""
+        with self._lock:
+            self.requests.clear()
+
+    # ---- internals shared by the admin API and the routes (call with the lock held)
+
+    def _live_request_token(self, token: str) -> _RequestToken:
+        rt = self._request_tokens.get(token)
+        if rt is None:
+            raise KeyError(f"unknown request token {token!r}")
+        if self.now() - rt.created > REQUEST_TOKEN_TTL:
+            raise ValueError(f"request token {token!r} has expired")
+        return rt
+
+    def _record(self, recorded: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(recorded)
+
+    def _realm(self) -> str:
+        return percent_encode(self.base_url)
+
+    # ---- signature verification (independent of oauthlib on purpose)
+
+    def _verify(self, req: _Request) -> dict[str, str]:
+        """Check a signed request like net.oauth does; return its oauth params."""
+        header = req.headers.get("authorization")
+        params = parse_authorization(header) if header else None
+        if params is None:
+            absent = "&".join(_REQUIRED_OAUTH)
+            raise OAuthProblem(401, "parameter_absent", oauth_parameters_absent=absent)
+        _require(params, *_REQUIRED_OAUTH)
+        if params["oauth_signature_method"] != "RSA-SHA1":
+            raise OAuthProblem(
+                400,
+                "signature_method_rejected",
+                oauth_acceptable_signature_methods="RSA-SHA1",
+            )
+        if params.get("oauth_version", "1.0") != "1.0":
+            raise OAuthProblem(400, "version_rejected", oauth_acceptable_versions="1.0-1.0")
+        with self._lock:
+            key = self._consumers.get(params["oauth_consumer_key"])
+        if key is None:
+            raise OAuthProblem(401, "consumer_key_unknown")
+        self._check_timestamp_and_nonce(params)
+        self._check_signature(req, params, key)
+        return params
+
+    def _check_timestamp_and_nonce(self, params: dict[str, str]) -> None:
+        """Refuse skewed timestamps and replayed nonces, before the signature check.
+
+        Like net.oauth, the nonce is spent even if the signature then fails.
+        """
+        try:
+            timestamp = int(params["oauth_timestamp"])
+        except ValueError:
+            raise OAuthProblem(400, "parameter_rejected", oauth_parameters_rejected="oauth_timestamp") from None
+        now = int(self.now())
+        low, high = now - TIMESTAMP_WINDOW, now + TIMESTAMP_WINDOW
+        if not low <= timestamp <= high:
+            raise OAuthProblem(400, "timestamp_refused", oauth_acceptable_timestamps=f"{low}-{high}")
+        seen = (
+            params["oauth_consumer_key"],
+            params["oauth_timestamp"],
+            params["oauth_nonce"],
+        )
+        with self._lock:
+            if seen in self._nonces:
+                raise OAuthProblem(401, "nonce_used")
+            self._nonces.add(seen)
+
+    def _check_signature(self, req: _Request, params: dict[str, str], key: rsa.RSAPublicKey) -> None:
+        """Rebuild the base string from the URL Jira believes it has, and verify it."""
+        uri = base_string_uri(self.signing_base_url or self.base_url, req.path)
+        signed = [(k, v) for k, v in params.items() if k not in ("oauth_signature", "realm")]
+        signed += parse_qsl(req.query, keep_blank_values=True) + req.form
+        base_string = signature_base_string(req.method, uri, signed)
+        try:
+            signature = base64.b64decode(params["oauth_signature"], validate=True)
+            # RSA-SHA1 is what Jira speaks; SHA-1 here is the protocol, not a choice.
+            key.verify(signature, base_string.encode(), padding.PKCS1v15(), hashes.SHA1())  # noqa: S303
+        except (InvalidSignature, binascii.Error, ValueError):
+            raise OAuthProblem(401, "signature_invalid", oauth_signature_base_string=base_string) from None
+
+    # ---- OAuth servlets
+
+    def request_token(self, req: _Request) -> Response:
+        """POST /plugins/servlet/oauth/request-token."""
+        params = self._verify(req)
+        _require(params, "oauth_callback")
+        callback = params["oauth_callback"]
+        if callback != "oob" and not _is_absolute_http_url(callback):
+            raise OAuthProblem(400, "parameter_rejected", oauth_parameters_rejected="oauth_callback")
+        rt = _RequestToken(
+            random_token(),
+            random_token(),
+            params["oauth_consumer_key"],
+            callback,
+            self.now(),
+        )
+        with self._lock:
+            self._request_tokens[rt.token] = rt
+        return _form_response(
+            oauth_token=rt.token,
+            oauth_token_secret=rt.secret,
+            oauth_callback_confirmed="true",
+        )
+
+    def access_token(self, req: _Request) -> Response:
+        """POST /plugins/servlet/oauth/access-token: trade an approved request token."""
+        params = self._verify(req)
+        _require(params, "oauth_token", "oauth_verifier")
+        with self._lock:
+            rt = self._request_tokens.get(params["oauth_token"])
+            _check_exchange(rt, params, self.now())
+            assert rt is not None  # _check_exchange raised otherwise
+            # Single use: exchanging it again gets token_rejected.
+            del self._request_tokens[rt.token]
+            at = _AccessToken(
+                token=random_token(),
+                secret=random_token(),
+                consumer_key=rt.consumer_key,
+                username=rt.username,
+                session_handle=random_token(),
+                created=self.now(),
+            )
+            self._access_tokens[at.token] = at
+        return _form_response(
+            oauth_token=at.token,
+            oauth_token_secret=at.secret,
+            oauth_expires_in=str(ACCESS_TOKEN_TTL),
+            oauth_session_handle=at.session_handle,
+            oauth_authorization_expires_in=str(SESSION_TTL),
+        )
+
+    def authorize_page(self, req: _Request) -> Response:
+        """GET /plugins/servlet/oauth/authorize: the Allow/Deny page."""
+        token = parse_qs(req.query).get("oauth_token", [""])[0]
+        with self._lock:
+            try:
+                rt = self._live_request_token(token)
+            except (KeyError, ValueError) as exc:
+                return _html(400, "Invalid OAuth token", str(exc.args[0]))
+            first_user = next(iter(self._users), "")
+        return _html(200, "Welcome to Jira", _consent_form(rt, first_user))
+
+    def authorize_decision(self, req: _Request) -> Response:
+        """POST /plugins/servlet/oauth/authorize: what the Allow/Deny buttons submit."""
+        form = dict(req.form)
+        token, decision = form.get("oauth_token", ""), form.get("decision", "")
+        try:
+            if decision == "approve":
+                url = self.approve(token, form.get("username", ""))
+            elif decision == "deny":
+                url = self.deny(token)
+            else:
+                return _html(400, "Bad request", "decision must be approve or deny")
+        except (KeyError, ValueError) as exc:
+            return _html(400, "Invalid OAuth request", str(exc.args[0]))
+        if url.startswith("oob?"):
+            verifier = parse_qs(url[4:])["oauth_verifier"][0]
+            return _html(
+                200,
+                "Access approved" if verifier != DENIED else "Access denied",
+                f"Your verification code is <code>{html.escape(verifier)}</code>",
+            )
+        return Response(302, headers={"Location": url}, content_type=TEXT_HTML)
+
+    # ---- REST
+
+    def server_info(self, req: _Request) -> Response:
+        """GET /rest/api/2/serverInfo: anonymous, reports the configured base URL."""
+        return _json(
+            200,
+            {
+                "baseUrl": self.reported_base_url or self.base_url,
+                "version": "9.12.2",
+                "versionNumbers": [9, 12, 2],
+                "deploymentType": "Server",
+                "buildNumber": 912002,
+                "serverTitle": "Fake Jira",
+            },
+        )
+
+    def rest(self, req: _Request) -> Response:
+        """Any other /rest call: needs a valid access token; myself or a JSON echo."""
+        user = self._rest_user(req)
+        if req.path == "/rest/api/2/myself":
+            return _json(200, user)
+        return _json(
+            200,
+            {
+                "method": req.method,
+                "path": req.path,
+                "query": parse_qs(req.query, keep_blank_values=True),
+                "user": user["name"],
+                "body": req.body.decode("utf-8", errors="replace"),
+            },
+        )
+
+    def _rest_user(self, req: _Request) -> dict[str, Any]:
+        """Authenticate a REST call by its access token; return the user's JSON."""
+        header = req.headers.get("authorization")
+        if not header or parse_authorization(header) is None:
+            raise _Unauthenticated()
+        params = self._verify(req)
+        _require(params, "oauth_token")
+        with self._lock:
+            at = self._access_tokens.get(params["oauth_token"])
+            if at is None or at.consumer_key != params["oauth_consumer_key"]:
+                raise OAuthProblem(401, "token_rejected")
+            if at.revoked:
+                raise OAuthProblem(401, "token_revoked")
+            if self.now() - at.created > ACCESS_TOKEN_TTL:
+                raise OAuthProblem(401, "token_expired")
+            return dict(self._users[at.username])
+
+    # ---- routing
+
+    def dispatch(self, req: _Request) -> Response:
+        """Route a request (path already relative to the context path)."""
+        route = self._route(req)
+        if route is None:
+            return Response(404, b"Not Found")
+        try:
+            return route(req)
+        except OAuthProblem as problem:
+            return self._problem_response(problem)
+        except _Unauthenticated:
+            return _json(
+                401,
+                {
+                    "errorMessages": [
+                        ("You are not authenticated. Authentication required to perform this operation.")
+                    ],
+                    "errors": {},
+                },
+            )
+
+    def _route(self, req: _Request) -> Callable[[_Request], Response] | None:
+        """Find the handler for method + path; a wrong method on a servlet gets 405."""
+        servlets: dict[tuple[str, str], Callable[[_Request], Response]] = {
+            ("POST", f"{SERVLET}/request-token"): self.request_token,
+            ("POST", f"{SERVLET}/access-token"): self.access_token,
+            ("GET", f"{SERVLET}/authorize"): self.authorize_page,
+            ("POST", f"{SERVLET}/authorize"): self.authorize_decision,
+            ("GET", "/rest/api/2/serverInfo"): self.server_info,
+        }
+        if (req.method, req.path) in servlets:
+            return servlets[(req.method, req.path)]
+        if any(path == req.path for _, path in servlets):
+            return lambda _req: Response(405, b"Method Not Allowed")
+        if req.path.startswith("/rest/"):
+            return self.rest
+        return None
+
+    def _problem_response(self, problem: OAuthProblem) -> Response:
+        """Jira's OAuth Problem Reporting: WWW-Authenticate header plus a form body."""
+        fields = {"oauth_problem": problem.problem, **problem.extra}
+        header = f'OAuth realm="{self._realm()}"' + "".join(
+            f', {name}="{percent_encode(value)}"' for name, value in fields.items()
+        )
+        body = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in fields.items())
+        return Response(problem.status, body.encode(), headers={"WWW-Authenticate": header})
+
+
+# ---------------------------------------------------------------- route helpers
+
+
+def _require(params: dict[str, str], *names: str) -> None:
+    """400 parameter_absent listing every missing oauth parameter, as net.oauth does."""
+    missing = [name for name in names if not params.get(name)]
+    if missing:
+        raise OAuthProblem(400, "parameter_absent", oauth_parameters_absent="&".join(missing))
+
+
+def _check_exchange(rt: _RequestToken | None, params: dict[str, str], now: float) -> None:
+    """The access-token checks, in the order Jira makes them."""
+    if rt is None or rt.consumer_key != params["oauth_consumer_key"]:
+        raise OAuthProblem(401, "token_rejected")
+    if now - rt.created > REQUEST_TOKEN_TTL:
+        raise OAuthProblem(401, "token_expired")
+    if rt.status == "denied":
+        raise OAuthProblem(401, "permission_denied")
+    if rt.status != "approved":
+        raise OAuthProblem(401, "permission_unknown")
+    if not secrets.compare_digest(rt.verifier, params["oauth_verifier"]):
+        raise OAuthProblem(401, "token_rejected")
+
+
+def _new_verifier() -> str:
+    """A short random verifier like Jira's; never the literal "denied"."""
+    while (verifier := random_token(6)) == DENIED:
+        pass
+    return verifier
+
+
+def _with_query(callback: str, token: str, verifier: str) -> str:
+    """Append oauth_token and oauth_verifier to the callback, keeping its own query."""
+    query = urlencode({"oauth_token": token, "oauth_verifier": verifier})
+    return f"{callback}{'&' if '?' in callback else '?'}{query}"
+
+
+def _is_absolute_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def _form_response(**fields: str) -> Response:
+    """Jira's token answers: form-encoded, yet labelled text/plain."""
+    return Response(200, urlencode(fields).encode(), TEXT_PLAIN)
+
+
+def _json(status: int, payload: Any) -> Response:
+    return Response(status, json.dumps(payload).encode(), APPLICATION_JSON)
+
+
+def _html(status: int, title: str, body_html: str) -> Response:
+    page = (
+        f"<!DOCTYPE html><html><head><title>{html.escape(title)}</title></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body_html}</body></html>"
+    )
+    return Response(status, page.encode(), TEXT_HTML)
+
+
+def _consent_form(rt: _RequestToken, username: str) -> str:
+    """Jira's consent page: one form per button, both POSTing back to /authorize."""
+
+    def form(decision: str, label: str) -> str:
+        return (
+            f'<form method="post" action="authorize">'
+            f'<input type="hidden" name="oauth_token" value="{html.escape(rt.token)}">'
+            f'<input type="text" name="username" value="{html.escape(username)}">'
+            f'<button type="submit" name="decision" value="{decision}">{label}</button>'
+            f"</form>"
+        )
+
+    return (
+        f"<p>{html.escape(rt.consumer_key)} would like to access your data</p>"
+        + form("approve", "Allow")
+        + form("deny", "Deny")
+    )
+
+
+# ---------------------------------------------------------------- HTTP plumbing
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its FakeJira and its open connections."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], fake: FakeJira) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.fake = fake
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def track(self, conn: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            (self._connections.add if open_ else self._connections.discard)(conn)
+
+    def close_connections(self) -> None:
+        """Kept-alive connections outlive shutdown(); cut them so handlers end."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up (timeout tests) are normal here: keep quiet."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Turns HTTP/1.1 requests into _Request objects for FakeJira.dispatch."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real thing
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Without TCP_NODELAY a reused connection waits ~40 ms (Nagle + delayed ACK).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request access log."""
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def _handle(self) -> None:
+        fake = self.server.fake
+        body = self._read_body()
+        raw_path, _, query = self.path.partition("?")
+        fake._record(
+            RecordedRequest(
+                self.command,
+                raw_path,
+                parse_qs(query, keep_blank_values=True),
+                dict(self.headers.items()),
+                body,
+            )
+        )
+        if fake.delay:
+            time.sleep(fake.delay)
+        self._send(self._respond(fake, raw_path, query, body))
+
+    def _respond(self, fake: FakeJira, raw_path: str, query: str, body: bytes) -> Response:
+        """Strip the context path and dispatch; a bug in the fake becomes a 500."""
+        ctx = fake.context_path
+        if ctx and raw_path != ctx and not raw_path.startswith(ctx + "/"):
+            return Response(404, b"Not Found")
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        req = _Request(self.command, raw_path[len(ctx) :], query, headers, body)
+        try:
+            return fake.dispatch(req)
+        except Exception:  # show a bug in the fake to the test, not on stderr
+            return Response(500, traceback.format_exc().encode())
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()  # CRLF after each chunk
+        while self.rfile.readline().strip():  # trailers, then the final CRLF
+            pass
+        return b"".join(chunks)
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)

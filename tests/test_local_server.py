@@ -1,0 +1,157 @@
+"""End to end: `make run`'s runner (embedded moto + real `chalice local`), driven over plain HTTP
+as a chat bot and a browser would, against the fake Jira on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.conftest import CONSUMER_KEY, public_pem
+from tests.fakejira import FakeJira
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "jb_e2e-key-000000000000000000000000000000000"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalBroker:
+    url: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def api(self, method: str, path: str, key: str | None = API_KEY, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return requests.request(method, self.url + path, headers=headers, timeout=15, **kwargs)
+
+
+@pytest.fixture
+def local_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    port = _free_port()
+    log_path = tmp_path / "run_local.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BROKER_"))}
+    env.update(PORT=str(port), BROKER_API_KEY=API_KEY, BROKER_RETURN_TO_ORIGINS="https://chat.example.com")
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scripts.run_local"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    broker = LocalBroker(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_until_up(broker)
+        yield broker
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _wait_until_up(broker: LocalBroker) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if broker.process.poll() is not None:
+            raise AssertionError(f"the runner exited early:\n{broker.output()}")
+        try:
+            if requests.get(broker.url + "/health", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError(f"chalice local did not come up:\n{broker.output()}")
+
+
+def _form_action(html: str) -> str:
+    match = re.search(r'<form method=post action="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def test_whole_flow_through_chalice_local(
+    local_broker: LocalBroker, rsa_key: rsa.RSAPrivateKey, private_pem: str
+) -> None:
+    with FakeJira(context_path="/jira") as jira:
+        jira.add_consumer(CONSUMER_KEY, public_pem(rsa_key))
+        jira.add_user("alice", key="JIRAUSER10100", display_name="Alice Example", email="alice@example.com")
+
+        # The service API key guards the API (chalice local runs the built-in authorizer).
+        assert local_broker.api("GET", "/v1/teams/acme/jira", key=None).status_code == 401
+        assert local_broker.api("GET", "/v1/teams/acme/jira", key="nope").status_code == 403
+        missing = local_broker.api("GET", "/v1/teams/acme/jira")
+        assert missing.status_code == 404 and missing.headers["X-Broker-Error"] == "integration_not_found"
+        assert missing.json()["error"]["code"] == "integration_not_found"
+
+        # The chat bot sets the team up for its first user.
+        setup = local_broker.api(
+            "PUT",
+            "/v1/teams/acme/jira",
+            json={"base_url": jira.base_url, "consumer_key": CONSUMER_KEY, "private_key": private_pem, "user": "alice"},
+        )
+        assert setup.status_code == 201, setup.text
+        connect_url = setup.json()["connect_url"]
+        assert connect_url.startswith(local_broker.url + "/connect/")
+
+        # The browser opens the link, clicks Continue, approves in Jira and comes back.
+        browser = requests.Session()
+        page = browser.get(connect_url, timeout=15)
+        assert page.status_code == 200 and "alice" in page.text and "Continue to Jira" in page.text
+        action = local_broker.url + _form_action(page.text)
+        to_jira = browser.post(
+            action, timeout=15, allow_redirects=False, headers={"Sec-Fetch-Site": "same-origin", "Origin": "null"}
+        )
+        assert to_jira.status_code == 303, to_jira.text
+        authorize = browser.get(to_jira.headers["Location"], timeout=15)
+        assert authorize.status_code == 200
+        token = re.search(r'name="oauth_token" value="([^"]+)"', authorize.text)
+        assert token, authorize.text
+        back = browser.post(
+            to_jira.headers["Location"].split("?")[0],
+            timeout=15,
+            allow_redirects=False,
+            data={"oauth_token": token.group(1), "username": "alice", "decision": "approve"},
+        )
+        assert back.status_code == 302 and back.headers["Location"].startswith(local_broker.url + "/oauth/callback?")
+        done = browser.get(back.headers["Location"], timeout=15)
+        assert done.status_code == 200 and "Connected as Alice Example" in done.text
+
+        # The bot sees the connection; the used link and the replayed callback are refused.
+        status = local_broker.api("GET", "/v1/teams/acme/users/alice/jira")
+        assert status.status_code == 200 and status.json()["jira_user"]["name"] == "alice"
+        assert browser.get(connect_url, timeout=15).status_code == 410
+        assert browser.get(back.headers["Location"], timeout=15).status_code == 410
+
+    # Ctrl-C stops everything the runner started.
+    os.killpg(local_broker.process.pid, signal.SIGINT)
+    assert local_broker.process.wait(timeout=20) == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(local_broker.url + "/health", timeout=2)
+
+    # chalice local's access log went through the redaction.
+    output = local_broker.output()
+    assert "GET /connect/[redacted]" in output and "oauth_token=[redacted]" in output
+    assert connect_url.rsplit("/", 1)[1] not in output and token.group(1) not in output
+    assert API_KEY not in output

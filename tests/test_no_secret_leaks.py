@@ -1,0 +1,82 @@
+"""No log line, response or error message ever holds a private key, a token or a link token."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from chalicelib.store import Store
+from tests.conftest import API_KEY, Broker, _pem, request_token_of
+from tests.fakejira import FakeJira
+
+
+def _pem_lines(pem: str) -> list[str]:
+    return [line for line in pem.splitlines() if line and not line.startswith("-----")]
+
+
+def test_a_whole_life_cycle_leaks_nothing(
+    broker: Broker,
+    jira: FakeJira,
+    private_pem: str,
+    other_rsa_key: rsa.RSAPrivateKey,
+    store: Store,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    answers: list[Any] = []
+    # Never in a log line nor in any response:
+    secrets: list[str] = [API_KEY, *_pem_lines(private_pem), *_pem_lines(_pem(other_rsa_key))]
+    # Never in a log line; a response may hand them to their owner (the link, Jira's authorize URL):
+    log_only: list[str] = []
+
+    def keep(answer: Any) -> Any:
+        answers.append(answer)
+        return answer
+
+    # A generated key pair, then a failing setup (wrong key: Jira reports its base string), then a good one.
+    keep(broker.call("POST", "/v1/teams/acme/jira/key-pair", {}))
+    assert keep(broker.setup(jira, _pem(other_rsa_key))).status == 422
+    assert keep(broker.setup(jira, private_pem, user="alice")).status == 201
+
+    # Alice connects; the callback is replayed.
+    link = broker.connect_link()
+    log_only.append(link.rsplit("/", 1)[1])
+    keep(broker.browser("GET", link))
+    rt = request_token_of(keep(broker.click_continue(link)).headers["Location"])
+    log_only.append(rt)
+    callback = jira.approve(rt, "alice")
+    verifier = parse_qs(urlsplit(callback).query)["oauth_verifier"][0]
+    assert keep(broker.browser("GET", callback)).status == 200
+    keep(broker.browser("GET", callback))
+    connection = store.get_connection("acme", "alice")
+    assert connection is not None
+    secrets += [verifier, connection["access_token"], connection["token_secret"], connection["session_handle"]]
+
+    # Bob's exchange fails with signature_invalid, whose base string holds his request token and verifier.
+    link = broker.connect_link(user="bob")
+    log_only.append(link.rsplit("/", 1)[1])
+    rt = broker.start_dance(link)
+    callback = jira.approve(rt, "bob")
+    log_only.append(rt)
+    secrets += [parse_qs(urlsplit(callback).query)["oauth_verifier"][0]]
+    jira.signing_base_url = "https://elsewhere.example.com/jira"
+    assert keep(broker.browser("GET", callback)).status == 422
+
+    keep(broker.call("GET", "/v1/teams/acme/users/alice/jira"))
+    keep(broker.call("GET", "/v1/teams/acme/jira"))
+
+    captured = capfd.readouterr()
+    logs = "\n".join([captured.out, captured.err, caplog.text] + [str(r.__dict__) for r in caplog.records])
+    responses = "\n".join(a.text + str(a.headers) for a in answers)
+    assert "user connected" in logs and "jira rejected the signature" in logs  # the logs are really captured
+    assert "oauth_token%3D[redacted]" in logs  # Jira's base string was logged, scrubbed
+    for secret in secrets + log_only:
+        assert len(secret) >= 6
+        assert secret not in logs, f"a secret reached the logs: {secret[:4]}..."
+    for secret in secrets:
+        assert secret not in responses, f"a secret reached a response: {secret[:4]}..."

@@ -27,7 +27,7 @@ from .oauth1 import DENIED, REQUEST_TOKEN_LIFETIME, JiraOAuthError
 from .problems import explain_exchange_problem, explain_setup_problem
 from .resources import jira_for, link_signer, require_integration, store_for, team_key, vault_for
 from .store import COMPLETED
-from .urls import check_return_to, host_label
+from .urls import check_jira_destination, check_return_to, host_label
 
 DEFAULT_LINK_LIFETIME = 3600
 MIN_LINK_LIFETIME = 60
@@ -103,6 +103,10 @@ def create_link(team: str, user: str, body: dict[str, Any], settings: Settings |
     }
 
 
+def _integration_gone(team: str) -> NotFound:
+    return NotFound(f"Team {team} no longer has a Jira integration.", code="integration_not_found")
+
+
 def check_link(token: str, settings: Settings | None = None) -> LinkContext:
     """Check a connect link without changing anything.
 
@@ -115,7 +119,7 @@ def check_link(token: str, settings: Settings | None = None) -> LinkContext:
     store = store_for(settings)
     link = store.get_link(claims.link_id)
     if link is None:
-        raise NotFound("This link is no longer known to the broker. Ask for a new link.", code="link_invalid")
+        raise NotFound("This link is no longer known to the broker.", code="link_invalid")
     if link.get("status") == COMPLETED:
         raise Gone(
             f"This link was already used: {claims.user} in team {claims.team} is connected through it.",
@@ -123,7 +127,7 @@ def check_link(token: str, settings: Settings | None = None) -> LinkContext:
         )
     integration = store.get_integration(claims.team)
     if integration is None:
-        raise NotFound(f"Team {claims.team} no longer has a Jira integration.", code="integration_not_found")
+        raise _integration_gone(claims.team)
     if integration["revision"] != link.get("revision"):
         raise Gone(
             f"This link was made before team {claims.team}'s Jira integration was changed, so it no longer applies.",
@@ -137,6 +141,7 @@ def start(token: str, settings: Settings | None = None) -> str:
     settings = settings or load_settings()
     context = check_link(token, settings)
     claims, integration = context.claims, context.integration
+    check_jira_destination(integration["base_url"], settings)  # the host's addresses may have changed
     jira = jira_for(integration, team_key(vault_for(settings), claims.team, integration), settings)
     try:
         request_token = jira.request_token(settings.callback_url)
@@ -210,7 +215,7 @@ def _exchange(
             "Jira's answer is missing oauth_verifier. Open your connect link again.", code="missing_oauth_verifier"
         )
     if integration is None:
-        raise NotFound(f"Team {team} no longer has a Jira integration.", code="integration_not_found")
+        raise _integration_gone(team)
     if integration["revision"] != pending.get("revision"):
         raise Conflict(
             f"Team {team}'s Jira integration changed while you were signing in. Ask for a new link.",

@@ -21,6 +21,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from .errors import Gone, NotFound
 
@@ -80,11 +81,12 @@ class LinkSigner:
         if claims is None or claims.kind != kind:
             raise NotFound(
                 "This link is not valid: it was not made by this broker, or it was altered or cut short "
-                "when it was copied. Ask for a new link.",
+                "when it was copied.",
                 code="link_invalid",
             )
         if now >= claims.expires_at:
-            raise Gone("This link has expired. Ask for a new link.", code="link_expired")
+            expired = datetime.fromtimestamp(claims.expires_at, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+            raise Gone(f"This link expired at {expired}.", code="link_expired")
         return claims
 
     def _authentic_claims(self, token: str) -> LinkClaims | None:

@@ -133,7 +133,7 @@ def error_page(error: BrokerError, *, title: str = "This didn't work") -> Respon
     """A page naming what went wrong and what to do next."""
     next_step = _NEXT_STEP.get(error.code, "")
     body = f"<p>{escape(error.message)}</p>"
-    if next_step and next_step not in error.message:
+    if next_step:
         body += f"<p><strong>What to do:</strong> {escape(next_step)}</p>"
     body += f"<p><small>Error code: <code>{escape(error.code)}</code></small></p>"
     return render(title, body, status=error.status, tone="error", code=error.code)

@@ -80,7 +80,7 @@ def explain_exchange_problem(error: JiraOAuthError, jira: JiraClient) -> BrokerE
     name = error.problem.problem
     if name == "token_expired":
         return Gone(
-            "Jira's sign-in window of 10 minutes ran out before you approved. Open your connect link again.",
+            "The sign-in took longer than the 10 minutes Jira allows.",
             code="request_token_expired",
         )
     if name == "permission_denied":

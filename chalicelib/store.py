@@ -67,6 +67,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class StatusChanged(Exception):
+    """A conditional status change lost: ``old`` is the item as it was (None when missing)."""
+
+    def __init__(self, old: dict[str, Any] | None) -> None:
+        super().__init__("the item's status changed")
+        self.old = old
+
+
 def _key(pk: str, sk: str) -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {"S": sk}}
 
@@ -164,22 +172,9 @@ class Store:
     def complete_link(self, link_id: str, now: int) -> bool:
         """Mark a link completed, once. False when it was already completed (or is gone)."""
         try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=_key(f"LINK#{link_id}", "LINK"),
-                UpdateExpression="SET #status = :completed, completed_at = :now",
-                ConditionExpression="#status = :open",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":completed": {"S": COMPLETED},
-                    ":open": {"S": OPEN},
-                    ":now": {"N": str(now)},
-                },
-            )
-        except ClientError as error:
-            if _failed_condition(error):
-                return False
-            raise
+            self._flip_status(f"LINK#{link_id}", "LINK", OPEN, COMPLETED, now, field="completed_at")
+        except StatusChanged:
+            return False
         return True
 
     # -- pending request tokens ----------------------------------------------
@@ -196,25 +191,36 @@ class Store:
             NotFound: ``request_token_unknown``.
             Gone: ``request_token_used`` (a replay) or ``request_token_expired``.
         """
+        key = f"RT#{token_hash(request_token)}"
+        try:
+            return self._flip_status(key, "RT", PENDING, CONSUMED, now, field="consumed_at", unexpired=True)
+        except StatusChanged as changed:
+            raise _why_not_pending(changed.old) from None
+
+    def _flip_status(
+        self, pk: str, sk: str, old: str, new: str, now: int, *, field: str, unexpired: bool = False
+    ) -> dict[str, Any]:
+        """Move an item's status from ``old`` to ``new`` in one conditional write; returns the new item.
+
+        Raises:
+            StatusChanged: the item is missing, not in ``old``, or (with ``unexpired``) past ``expires_at``.
+        """
+        condition = "#status = :old" + (" AND expires_at > :now" if unexpired else "")
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
-                Key=_key(f"RT#{token_hash(request_token)}", "RT"),
-                UpdateExpression="SET #status = :consumed, consumed_at = :now",
-                ConditionExpression="#status = :pending AND expires_at > :now",
+                Key=_key(pk, sk),
+                UpdateExpression=f"SET #status = :new, {field} = :now",
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":consumed": {"S": CONSUMED},
-                    ":pending": {"S": PENDING},
-                    ":now": {"N": str(now)},
-                },
+                ExpressionAttributeValues={":new": {"S": new}, ":old": {"S": old}, ":now": {"N": str(now)}},
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
-            if not _failed_condition(error):
-                raise
-            raise _why_not_pending(_from_item(error.response.get("Item"))) from None
+            if _failed_condition(error):
+                raise StatusChanged(_from_item(error.response.get("Item"))) from None
+            raise
         item = _from_item(response.get("Attributes"))
         assert item is not None
         return item
@@ -232,16 +238,15 @@ def _why_not_pending(old: dict[str, Any] | None) -> Exception:
         # A conditional update on a missing item creates nothing: the condition
         # on #status fails, and there is no old item to return.
         return NotFound(
-            "This sign-in answer does not match any connection the broker started. "
-            "Open your connect link again and click Continue.",
+            "This answer from Jira does not match any sign-in the broker started.",
             code="request_token_unknown",
         )
     if old.get("status") == CONSUMED:
         return Gone(
-            "This sign-in answer was already used. If you are not connected yet, open your connect link again.",
+            "This answer from Jira was already used.",
             code="request_token_used",
         )
     return Gone(
-        "The sign-in took longer than Jira's 10 minutes. Open your connect link again and click Continue.",
+        "The sign-in took longer than the 10 minutes Jira allows.",
         code="request_token_expired",
     )

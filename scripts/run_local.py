@@ -38,6 +38,10 @@ def _pump(stream: IO[str], out: IO[str]) -> None:
         out.flush()
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _register_api_key(endpoint: str) -> None:
     key = os.environ.get("BROKER_API_KEY", "").strip()
     generated = not key
@@ -53,13 +57,16 @@ def _register_api_key(endpoint: str) -> None:
 def main() -> int:
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
+    # Stop on Ctrl-C and on SIGTERM, even when started with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     use_fake_credentials()
     server, endpoint = start_moto()
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     try:
         create_table(boto3.client("dynamodb", endpoint_url=endpoint), TABLE)
         _register_api_key(endpoint)
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k != "BROKER_API_KEY"}  # the app never needs it
         env.setdefault("BROKER_PUBLIC_URL", f"http://{host}:{port}")
         chalice = str(Path(sys.executable).parent / "chalice")
         command = [chalice, "local", "--host", host, "--port", str(port), "--stage", "local", "--no-autoreload"]
@@ -70,7 +77,6 @@ def main() -> int:
         pump = threading.Thread(target=_pump, args=(child.stdout, sys.stdout), daemon=True)
         pump.start()
         print(f"jira-oauth-broker: moto at {endpoint}; serving http://{host}:{port} (Ctrl-C stops)", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             return child.wait()
         except KeyboardInterrupt:

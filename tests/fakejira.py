@@ -208,9 +208,10 @@ class _Unauthenticated(Exception):
 class FakeJira:
     """A Jira Server OAuth 1.0a provider on loopback. See the module docstring."""
 
-    def __init__(self, context_path: str = "/jira", *, host: str = "127.0.0.1") -> None:
+    def __init__(self, context_path: str = "/jira", *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.context_path = "/" + context_path.strip("/") if context_path.strip("/") else ""
         self.host = host
+        self.port = port
         self.reported_base_url: str | None = None
         self.signing_base_url: str | None = None
         self.clock_offset: float = 0.0
@@ -228,10 +229,10 @@ class FakeJira:
     # ---- lifecycle
 
     def start(self) -> Self:
-        """Listen on host:0 and serve from a daemon thread."""
+        """Listen on host:port (0: a free port) and serve from a daemon thread."""
         if self._server is not None:
             raise RuntimeError("FakeJira already started")
-        self._server = _Server((self.host, 0), _Handler, self)
+        self._server = _Server((self.host, self.port), _Handler, self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.01},  # stop() waits up to one interval
@@ -785,3 +786,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(response.body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fake Jira on its own, to try the broker's walk-through without a real Jira.
+
+    ``python -m tests.fakejira --port 8090 --consumer-key jira-oauth-broker --public-key-file pub.pem``
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A fake Jira Server OAuth 1.0a provider on loopback.")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--context-path", default="/jira")
+    parser.add_argument("--consumer-key", default="jira-oauth-broker")
+    parser.add_argument("--public-key-file", required=True, help="the Application Link's public key (PEM)")
+    parser.add_argument("--user", action="append", default=[], help="a Jira user name (repeatable; default alice)")
+    args = parser.parse_args(argv)
+    fake = FakeJira(args.context_path, port=args.port)
+    with open(args.public_key_file, "rb") as key_file:
+        fake.add_consumer(args.consumer_key, key_file.read())
+    for name in args.user or ["alice"]:
+        fake.add_user(name, display_name=name.title() + " Example", email=f"{name}@example.com")
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with fake:
+        print(f"Fake Jira at {fake.base_url} (Application Link '{args.consumer_key}'); Ctrl-C stops.", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

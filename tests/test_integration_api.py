@@ -339,3 +339,23 @@ def test_team_limited_key(broker: Broker, jira: FakeJira, private_pem: str) -> N
 def test_health(broker: Broker) -> None:
     answer = broker.call("GET", "/health", key=None)
     assert answer.status == 200 and answer.json["status"] == "ok"
+
+
+def test_outside_the_local_stage_private_and_http_jiras_are_refused(
+    aws_mock: None, jira: FakeJira, private_pem: str
+) -> None:
+    from chalice.test import Client
+
+    from app import app
+
+    with Client(app, stage_name="dev") as client:
+        broker = Broker(client)
+        _assert_error(broker.setup(jira, private_pem), 400, "insecure_base_url")
+        body = {
+            "base_url": jira.base_url.replace("http://", "https://"),
+            "consumer_key": CONSUMER_KEY,
+            "private_key": private_pem,
+        }
+        error = _assert_error(broker.call("PUT", "/v1/teams/acme/jira", body), 400, "base_url_not_allowed")
+        assert "127.0.0.1" in error["message"]
+    assert jira.requests == []

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from chalice import AuthResponse, Chalice, ConvertToMiddleware, Response
 
-from chalicelib import connect, integrations, pages
+from chalicelib import connect, integrations, pages, proxy
 from chalicelib.apikeys import lookup
 from chalicelib.config import load_settings
 from chalicelib.logs import logger
 from chalicelib.resources import store_for
-from chalicelib.responses import empty_response, json_response, redirect
+from chalicelib.responses import empty_response, json_response, passthrough_response, redirect
 from chalicelib.urls import origin_of, with_query
 from chalicelib.web import check_same_origin, json_body, page_route, query_param, service_route
 
@@ -17,6 +17,9 @@ from chalicelib.web import check_same_origin, json_body, page_route, query_param
 app = Chalice(app_name="jira-oauth-broker", configure_logs=False)
 app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context))
 service = service_route(app)
+
+# Binary answers the proxy passes through (base64 through API Gateway); the caller's Accept must match.
+app.api.binary_types.extend(["application/pdf", "application/gzip", "application/x-zip-compressed", "image/svg+xml"])
 
 FORM = ["application/x-www-form-urlencoded", "application/json", "multipart/form-data", "text/plain"]
 
@@ -75,6 +78,20 @@ def get_connection(team: str, user: str) -> Response:
 def delete_connection(team: str, user: str) -> Response:
     connect.delete_connection(team, user)
     return empty_response()
+
+
+# -- acting as the user -------------------------------------------------------------------
+@app.route("/v1/teams/{team}/users/{user}/jira/proxy", methods=["POST"], authorizer=api_key_auth)
+@service
+def proxy_call(team: str, user: str) -> Response:
+    upstream = proxy.proxy_call(team, user, json_body(app.current_request))
+    return passthrough_response(upstream.status, upstream.headers, upstream.body, app.api.binary_types)
+
+
+@app.route("/v1/teams/{team}/users/{user}/jira/sign", methods=["POST"], authorizer=api_key_auth)
+@service
+def sign(team: str, user: str) -> Response:
+    return json_response(proxy.sign(team, user, json_body(app.current_request)))
 
 
 # -- browser pages -------------------------------------------------------------------

@@ -12,6 +12,8 @@ Example::
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from typing import Any
 
 from . import clock
@@ -40,12 +42,32 @@ def bearer_token(header: str | None) -> str | None:
     return value.strip()
 
 
+# Valid keys are remembered this long in a warm container, like API Gateway's
+# authorizer cache: a revocation takes effect within this many seconds.
+CACHE_SECONDS = 60
+_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+_cache_lock = threading.Lock()
+
+
 def lookup(store: Store, header: str | None) -> dict[str, Any] | None:
     """The live record for the presented key, or None. Only the hash is ever looked up."""
     key = bearer_token(header)
     if key is None:
         return None
-    record = store.get_api_key(token_hash(key))
+    key_hash = token_hash(key)
+    with _cache_lock:
+        cached = _cache.get(key_hash)
+    if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
+        return cached[1]
+    record = store.get_api_key(key_hash)
     if record is None or record.get("revoked"):
         return None
+    with _cache_lock:
+        _cache[key_hash] = (time.monotonic(), record)
     return record
+
+
+def forget_cached_keys() -> None:
+    """Tests revoke keys and expect the next call to see it."""
+    with _cache_lock:
+        _cache.clear()

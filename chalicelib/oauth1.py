@@ -18,16 +18,17 @@ Example::
 
 from __future__ import annotations
 
+import http.cookiejar
 import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
-from oauthlib.oauth1 import SIGNATURE_RSA, SIGNATURE_TYPE_AUTH_HEADER
+from oauthlib.oauth1 import SIGNATURE_RSA, SIGNATURE_TYPE_AUTH_HEADER, Client
 from requests_oauthlib import OAuth1
 
 from .errors import BrokerError, JiraBadResponse, JiraRejected, JiraTimeout, JiraTLSError, JiraUnreachable
@@ -78,6 +79,16 @@ class JiraOAuthError(BrokerError):
         self.problem = problem
 
 
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """A cookie policy that keeps nothing and sends nothing."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
 # -- sessions: one pooled HTTP session per Jira ----------------------------------
 _sessions: dict[str, requests.Session] = {}
 _sessions_lock = threading.Lock()
@@ -90,8 +101,30 @@ def session_for(base_url: str) -> requests.Session:
         if session is None:
             session = requests.Session()
             session.trust_env = False  # never route a team's Jira through ambient proxy settings
+            # One session serves every user of a Jira: a cookie Jira sets for one user (JSESSIONID)
+            # must never ride along on the next user's request.
+            session.cookies.set_policy(_NoCookies())
             _sessions[base_url] = session
         return session
+
+
+# -- clock offsets: seconds to add to our clock for each Jira ------------------------
+_clock_offsets: dict[str, int] = {}
+TIMESTAMP_WINDOW = 300  # Jira accepts timestamps within +/- 5 minutes
+
+
+def timestamp_for(base_url: str) -> str:
+    """Now, on this Jira's clock as far as we have learned it (``timestamp_refused`` teaches it)."""
+    return str(int(time.time()) + _clock_offsets.get(base_url, 0))
+
+
+def learn_clock_offset(base_url: str, problem: OAuthProblem) -> bool:
+    """Remember Jira's clock from ``oauth_acceptable_timestamps``; False when the answer has none."""
+    skew = clock_skew(problem)
+    if skew is None:
+        return False
+    _clock_offsets[base_url] = skew
+    return True
 
 
 # -- parsing Jira's answers --------------------------------------------------------
@@ -103,8 +136,6 @@ def parse_problem(response: requests.Response) -> OAuthProblem | None:
     fields: dict[str, str] = {}
     header = response.headers.get("WWW-Authenticate", "")
     if header.lower().startswith("oauth"):
-        from urllib.parse import unquote
-
         fields.update({k: unquote(v) for k, v in _HEADER_FIELD.findall(header)})
     body = response.text if len(response.content) < 65536 else ""
     if "oauth_problem=" in body:
@@ -160,11 +191,52 @@ class JiraClient:
             **kwargs,
         )
 
-    def send(self, method: str, path: str, *, auth: Any = None, **kwargs: Any) -> requests.Response:
-        """Send one request to Jira; connection failures become broker errors naming the host."""
-        url = self.base_url + path
+    def prepare(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: Any = None,
+        data: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.PreparedRequest:
+        """The request exactly as it goes on the wire, signed: ``path`` may carry an encoded query."""
+        request = requests.Request(method, self.base_url + path, auth=auth, data=data, headers=headers)
+        return self.session.prepare_request(request)
+
+    def prepare_as(
+        self,
+        token: str,
+        token_secret: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.PreparedRequest:
+        """A request signed as the user, on Jira's clock as far as the broker knows it."""
+        auth = self._auth(
+            resource_owner_key=token, resource_owner_secret=token_secret, timestamp=timestamp_for(self.base_url)
+        )
+        return self.prepare(method, path, auth=auth, data=body, headers=headers)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: Any = None,
+        data: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """Prepare and send one request to Jira."""
+        return self.send_prepared(self.prepare(method, path, auth=auth, data=data, headers=headers), stream=stream)
+
+    def send_prepared(self, prepared: requests.PreparedRequest, *, stream: bool = False) -> requests.Response:
+        """Send a prepared request; connection failures become broker errors naming the host."""
         try:
-            return self.session.request(method, url, auth=auth, timeout=self.timeout, allow_redirects=False, **kwargs)
+            return self.session.send(prepared, timeout=self.timeout, allow_redirects=False, stream=stream)
         except requests.exceptions.SSLError:
             raise JiraTLSError(
                 f"The TLS handshake with {self.host} failed: its certificate is not trusted "
@@ -229,6 +301,56 @@ class JiraClient:
         if response.status_code != 200:
             raise JiraBadResponse(f"{self.host} answered HTTP {response.status_code} for {SERVER_INFO_PATH}.")
         return self._json(response, SERVER_INFO_PATH)
+
+    # -- acting as a user -------------------------------------------------------
+    def call_as(
+        self,
+        token: str,
+        token_secret: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[requests.Response, OAuthProblem | None]:
+        """Send a request signed as the user; returns Jira's response and its oauth_problem, if any.
+
+        ``timestamp_refused`` is re-signed with Jira's clock and ``nonce_used``
+        re-signed with a new nonce, once each. Redirects are returned, not
+        followed. The body is streamed, so the caller can cap what it reads.
+        """
+        for attempt in (1, 2):
+            prepared = self.prepare_as(token, token_secret, method, path, body=body, headers=headers)
+            response = self.send_prepared(prepared, stream=True)
+            problem = parse_problem(response) if response.status_code in (400, 401) else None
+            if problem is None or attempt == 2:
+                return response, problem
+            if problem.problem == "timestamp_refused" and learn_clock_offset(self.base_url, problem):
+                continue
+            if problem.problem != "nonce_used":
+                return response, problem
+        raise AssertionError("unreachable")
+
+    def authorization(
+        self, token: str, token_secret: str, method: str, url: str, form: list[tuple[str, str]] | None = None
+    ) -> tuple[str, int]:
+        """An ``Authorization: OAuth ...`` header for a request the caller sends itself, and its timestamp."""
+        timestamp = timestamp_for(self.base_url)
+        client = Client(
+            self.consumer_key,
+            signature_method=SIGNATURE_RSA,
+            signature_type=SIGNATURE_TYPE_AUTH_HEADER,
+            rsa_key=self._private_key,
+            resource_owner_key=token,
+            resource_owner_secret=token_secret,
+            timestamp=timestamp,
+        )
+        if form is not None:
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            _, signed, _ = client.sign(url, http_method=method, body=urlencode(form), headers=headers)
+        else:
+            _, signed, _ = client.sign(url, http_method=method)
+        return str(signed["Authorization"]), int(timestamp)
 
     # -- answers ---------------------------------------------------------------
     def _json(self, response: requests.Response, path: str) -> dict[str, Any]:

@@ -40,3 +40,35 @@ def redirect(location: str, status: int = 303, headers: dict[str, str] | None = 
     sent: dict[str, str | list[str]] = {"Location": location, "Referrer-Policy": "no-referrer", **NO_STORE}
     sent.update(headers or {})
     return Response(body="", status_code=status, headers=sent)
+
+
+_TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded")
+
+
+def passthrough_response(status: int, headers: dict[str, str], body: bytes, binary_types: list[str]) -> Response:
+    """Jira's own answer, unwrapped: its status, allowed headers and body bytes.
+
+    Chalice returns bytes only for its binary types (and a caller whose Accept
+    matches, such as ``*/*``); text goes back as text.
+    """
+    content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    sent: dict[str, str | list[str]] = dict(headers)
+    if content_type in binary_types:
+        return Response(body=body, status_code=status, headers=sent)
+    if not body:
+        return Response(body="", status_code=status, headers=sent)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        if any(marker in content_type for marker in _TEXT_TYPES):
+            text = body.decode("latin-1")
+        else:
+            return error_response(
+                BrokerError(
+                    f"Jira answered with binary content of type {content_type or 'unknown'}, which the proxy does "
+                    "not pass through. Use the sign endpoint and fetch it yourself.",
+                    code="unsupported_binary_response",
+                    status=502,
+                )
+            )
+    return Response(body=text, status_code=status, headers=sent)

@@ -156,6 +156,39 @@ class Store:
     def put_connection(self, team: str, user: str, values: dict[str, Any]) -> None:
         self._put(f"TEAM#{team}", f"USER#{user}", values)
 
+    def get_integration_and_connection(
+        self, team: str, user: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Both items in one BatchGetItem: a proxied call costs one DynamoDB read."""
+        keys = [_key(f"TEAM#{team}", "INTEGRATION"), _key(f"TEAM#{team}", f"USER#{user}")]
+        request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
+        found: dict[str, dict[str, Any]] = {}
+        while request:
+            response = self.client.batch_get_item(RequestItems=request)
+            for raw in response.get("Responses", {}).get(self.table_name, []):
+                item = _from_item(raw)
+                assert item is not None
+                found[item["sk"]] = item
+            request = response.get("UnprocessedKeys") or {}
+        return found.get("INTEGRATION"), found.get(f"USER#{user}")
+
+    def touch_connection(self, team: str, user: str, now: int, every: int = 60) -> bool:
+        """Record ``last_used_at``, at most once per ``every`` seconds (a conditional write)."""
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(f"TEAM#{team}", f"USER#{user}"),
+                UpdateExpression="SET last_used_at = :now",
+                ConditionExpression="attribute_exists(pk) AND "
+                "(attribute_not_exists(last_used_at) OR last_used_at <= :cutoff)",
+                ExpressionAttributeValues={":now": {"N": str(now)}, ":cutoff": {"N": str(now - every)}},
+            )
+        except ClientError as error:
+            if _failed_condition(error):
+                return False
+            raise
+        return True
+
     def delete_connection(self, team: str, user: str) -> bool:
         return self._delete(f"TEAM#{team}", f"USER#{user}") is not None
 

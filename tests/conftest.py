@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 
-from chalicelib import aws, resources
+from chalicelib import apikeys, aws, resources
 from chalicelib.apikeys import save_api_key
 from chalicelib.store import Store
 from scripts.local_aws import FAKE_CREDENTIALS, create_table
@@ -79,6 +79,7 @@ def aws_mock(settings_env: None) -> Iterator[None]:
     """A fresh moto account per test, with the broker's table and two API keys."""
     aws.reset_clients()
     resources.forget_cached_signers()
+    apikeys.forget_cached_keys()
     with mock_aws():
         create_table(boto3.client("dynamodb"), TABLE)
         store = Store(TABLE)

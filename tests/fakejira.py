@@ -49,6 +49,8 @@ TIMESTAMP_WINDOW = 300  # net.oauth's default: +/- 5 minutes
 DENIED = "denied"  # the verifier Jira puts on the callback when the user clicks Deny
 
 SERVLET = "/plugins/servlet/oauth"
+# Bytes that are not UTF-8, as an attachment would be: the PNG signature and a little more.
+FAKE_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 TEXT_PLAIN = "text/plain;charset=UTF-8"
 TEXT_HTML = "text/html;charset=UTF-8"
 APPLICATION_JSON = "application/json;charset=UTF-8"
@@ -225,6 +227,7 @@ class FakeJira:
         self._nonces: set[tuple[str, str, str]] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._fail_next: OAuthProblem | None = None
 
     # ---- lifecycle
 
@@ -513,11 +516,39 @@ class FakeJira:
             },
         )
 
+    def fail_next(self, problem: str, status: int = 401, **extra: str) -> None:
+        """Answer the next signed /rest call with this oauth_problem (fault injection)."""
+        with self._lock:
+            self._fail_next = OAuthProblem(status, problem, **extra)
+
     def rest(self, req: _Request) -> Response:
-        """Any other /rest call: needs a valid access token; myself or a JSON echo."""
+        """Any other /rest call: needs a valid access token; myself, a test route or a JSON echo.
+
+        Test routes: ``/rest/fake/status/<code>`` answers that status (3xx with a
+        Location), ``/rest/fake/binary`` answers PNG bytes. Like Jira, every
+        answer sets a session cookie and an ``X-AREQUESTID``.
+        """
+        with self._lock:
+            injected, self._fail_next = self._fail_next, None
+        if injected is not None:
+            raise injected
         user = self._rest_user(req)
+        response = self._rest_answer(req, user)
+        response.headers.update(
+            {"Set-Cookie": f"JSESSIONID={random_token(16)}; Path=/; HttpOnly", "X-AREQUESTID": random_token(8)}
+        )
+        return response
+
+    def _rest_answer(self, req: _Request, user: dict[str, Any]) -> Response:
         if req.path == "/rest/api/2/myself":
             return _json(200, user)
+        status = re.fullmatch(r"/rest/fake/status/(\d{3})", req.path)
+        if status:
+            code = int(status.group(1))
+            location = {"Location": self.base_url + "/rest/api/2/myself"} if 300 <= code < 400 else {}
+            return Response(code, b"", headers=location)
+        if req.path == "/rest/fake/binary":
+            return Response(200, FAKE_PNG, content_type="image/png")
         return _json(
             200,
             {

@@ -9,6 +9,7 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from chalicelib import apikeys
 from chalicelib.keys import fingerprint
 from chalicelib.store import Store
 from tests.conftest import ACME_KEY, CONSUMER_KEY, Broker, public_pem
@@ -319,6 +320,9 @@ def test_revoked_api_key_is_403(broker: Broker, store: Store) -> None:
     record = store.get_api_key(__import__("chalicelib.store").store.token_hash("jb_revoked"))
     assert record is not None
     store.put_api_key(__import__("chalicelib.store").store.token_hash("jb_revoked"), {**record, "revoked": True})
+    # Like API Gateway's authorizer cache, a warm container honours the revocation within CACHE_SECONDS.
+    assert broker.call("GET", "/v1/teams/acme/jira", key="jb_revoked").status == 404
+    apikeys.forget_cached_keys()  # what CACHE_SECONDS passing does
     assert broker.call("GET", "/v1/teams/acme/jira", key="jb_revoked").status == 403
 
 

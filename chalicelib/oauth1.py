@@ -40,7 +40,8 @@ ACCESS_TOKEN_PATH = "/plugins/servlet/oauth/access-token"  # noqa: S105 - a path
 SERVER_INFO_PATH = "/rest/api/2/serverInfo"
 MYSELF_PATH = "/rest/api/2/myself"
 REQUEST_TOKEN_LIFETIME = 600  # Jira's request tokens live 10 minutes
-DENIED = "denied"  # the oauth_verifier Jira sends when the user clicks Deny
+DENIED = "denied"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"  # the oauth_verifier Jira sends when the user clicks Deny
 
 
 @dataclass(frozen=True)
@@ -214,11 +215,18 @@ class JiraClient:
         body: bytes | str | None = None,
         headers: dict[str, str] | None = None,
     ) -> requests.PreparedRequest:
-        """A request signed as the user, on Jira's clock as far as the broker knows it."""
-        auth = self._auth(
-            resource_owner_key=token, resource_owner_secret=token_secret, timestamp=timestamp_for(self.base_url)
-        )
-        return self.prepare(method, path, auth=auth, data=body, headers=headers)
+        """A request signed as the user, on Jira's clock as far as the broker knows it.
+
+        The request is prepared first and then signed over its final URL, so
+        what goes on the wire is exactly what was signed. Form bodies are part
+        of the signature; JSON and other bodies never are (RFC 5849).
+        """
+        prepared = self.prepare(method, path, data=body, headers=headers)
+        content_type = (headers or {}).get("Content-Type", "")
+        form = body if isinstance(body, str) and FORM_CONTENT_TYPE in content_type else None
+        header, _ = self.authorization(token, token_secret, method, str(prepared.url), form)
+        prepared.headers["Authorization"] = header
+        return prepared
 
     def send(
         self,
@@ -332,9 +340,14 @@ class JiraClient:
         raise AssertionError("unreachable")
 
     def authorization(
-        self, token: str, token_secret: str, method: str, url: str, form: list[tuple[str, str]] | None = None
+        self, token: str, token_secret: str, method: str, url: str, form: str | None = None
     ) -> tuple[str, int]:
-        """An ``Authorization: OAuth ...`` header for a request the caller sends itself, and its timestamp."""
+        """The ``Authorization: OAuth ...`` header for one request as the user, and its timestamp.
+
+        ``form`` is an ``application/x-www-form-urlencoded`` body, whose
+        parameters are signed too. oauthlib signs with the loaded key object:
+        about 1.5 raw RSA signatures, against ~45 ms when given PEM text.
+        """
         timestamp = timestamp_for(self.base_url)
         client = Client(
             self.consumer_key,
@@ -346,8 +359,8 @@ class JiraClient:
             timestamp=timestamp,
         )
         if form is not None:
-            headers = {"Content-Type": "application/x-www-form-urlencoded"}
-            _, signed, _ = client.sign(url, http_method=method, body=urlencode(form), headers=headers)
+            headers = {"Content-Type": FORM_CONTENT_TYPE}
+            _, signed, _ = client.sign(url, http_method=method, body=form, headers=headers)
         else:
             _, signed, _ = client.sign(url, http_method=method)
         return str(signed["Authorization"]), int(timestamp)

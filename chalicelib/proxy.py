@@ -59,7 +59,9 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 TOKEN_PROBLEMS = {"token_rejected", "token_expired", "token_revoked"}
 # RFC 3986 characters that may stand unencoded in a path; '%' keeps the caller's own escapes.
-_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+# ';' is encoded: servlet containers and urlparse treat it as a path-parameter separator, and
+# oauthlib drops an empty one from the base string ("/a;" signs as "/a").
+_PATH_SAFE = "/:@!$&'()*+,=-._~%"
 _DOT_SEGMENT = re.compile(r"^(\.|\.\.)$")
 _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -312,7 +314,11 @@ def sign(team: str, user: str, request: dict[str, Any], settings: Settings | Non
     acting = acting_as(team, user, settings)
     url = _url_under_base(request.get("url"), acting.integration["base_url"])
     header, timestamp = acting.jira.authorization(
-        acting.connection["access_token"], acting.connection.get("token_secret", ""), method, url, form
+        acting.connection["access_token"],
+        acting.connection.get("token_secret", ""),
+        method,
+        url,
+        query_string(form) if form is not None else None,
     )
     _touch(acting, settings)
     return {"authorization": header, "expires_at": clock.iso(timestamp + TIMESTAMP_WINDOW)}

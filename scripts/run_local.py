@@ -38,6 +38,18 @@ def _pump(stream: IO[str], out: IO[str]) -> None:
         out.flush()
 
 
+def start_chalice_local(host: str, port: int, env: dict[str, str], out: IO[str]) -> subprocess.Popen[str]:
+    """Run ``chalice local`` (stage local) as a child; its output goes to ``out``, redacted."""
+    chalice = str(Path(sys.executable).parent / "chalice")
+    command = [chalice, "local", "--host", host, "--port", str(port), "--stage", "local", "--no-autoreload"]
+    child = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    assert child.stdout is not None
+    threading.Thread(target=_pump, args=(child.stdout, out), daemon=True).start()
+    return child
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -68,14 +80,7 @@ def main() -> int:
         _register_api_key(endpoint)
         env = {k: v for k, v in os.environ.items() if k != "BROKER_API_KEY"}  # the app never needs it
         env.setdefault("BROKER_PUBLIC_URL", f"http://{host}:{port}")
-        chalice = str(Path(sys.executable).parent / "chalice")
-        command = [chalice, "local", "--host", host, "--port", str(port), "--stage", "local", "--no-autoreload"]
-        child = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        assert child.stdout is not None
-        pump = threading.Thread(target=_pump, args=(child.stdout, sys.stdout), daemon=True)
-        pump.start()
+        child = start_chalice_local(host, port, env, sys.stdout)
         print(f"jira-oauth-broker: moto at {endpoint}; serving http://{host}:{port} (Ctrl-C stops)", flush=True)
         try:
             return child.wait()

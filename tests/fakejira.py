@@ -412,7 +412,7 @@ class FakeJira:
         try:
             signature = base64.b64decode(params["oauth_signature"], validate=True)
             # RSA-SHA1 is what Jira speaks; SHA-1 here is the protocol, not a choice.
-            key.verify(signature, base_string.encode(), padding.PKCS1v15(), hashes.SHA1())  # noqa: S303
+            key.verify(signature, base_string.encode(), padding.PKCS1v15(), hashes.SHA1())
         except (InvalidSignature, binascii.Error, ValueError):
             raise OAuthProblem(401, "signature_invalid", oauth_signature_base_string=base_string) from None
 

@@ -70,10 +70,18 @@ def test_a_whole_life_cycle_leaks_nothing(
     keep(broker.call("GET", "/v1/teams/acme/users/alice/jira"))
     keep(broker.call("GET", "/v1/teams/acme/jira"))
 
+    # Alice's calls through the proxy; then Jira revokes her token and the proxy drops the connection.
+    proxy = "/v1/teams/acme/users/alice/jira/proxy"
+    jira.signing_base_url = None
+    assert keep(broker.call("POST", proxy, {"method": "GET", "path": "/rest/api/2/myself"})).status == 200
+    jira.revoke_access_token(connection["access_token"])
+    assert keep(broker.call("POST", proxy, {"method": "GET", "path": "/rest/api/2/myself"})).status == 401
+
     captured = capfd.readouterr()
     logs = "\n".join([captured.out, captured.err, caplog.text] + [str(r.__dict__) for r in caplog.records])
     responses = "\n".join(a.text + str(a.headers) for a in answers)
     assert "user connected" in logs and "jira rejected the signature" in logs  # the logs are really captured
+    assert "connection dropped by jira" in logs
     assert "oauth_token%3D[redacted]" in logs  # Jira's base string was logged, scrubbed
     for secret in secrets + log_only:
         assert len(secret) >= 6

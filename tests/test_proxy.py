@@ -45,8 +45,9 @@ def test_myself_as_alice(connected: Broker, jira: FakeJira) -> None:
     assert "X-AREQUESTID" in answer.headers and "Set-Cookie" not in answer.headers
     (sent,) = _rest_requests(jira)
     assert sent.path == "/jira/rest/api/2/myself"  # the context path is kept
-    assert sent.headers["Authorization"].startswith("OAuth ") and 'oauth_signature_method="RSA-SHA1"' in (
-        sent.headers["Authorization"]
+    assert (
+        sent.headers["Authorization"].startswith("OAuth ")
+        and 'oauth_signature_method="RSA-SHA1"' in (sent.headers["Authorization"])
     )
 
 
@@ -60,24 +61,40 @@ def test_every_method_with_json(connected: Broker, method: str) -> None:
 
 
 def test_query_with_repeated_names_unicode_and_reserved_characters(connected: Broker) -> None:
-    query = {"jql": "project = ABC AND text ~ \"a+b&c=d/é\"", "fields": ["summary", "status"], "maxResults": 50,
-             "validate": True, "empty": ""}
+    query = {
+        "jql": 'project = ABC AND text ~ "a+b&c=d/é"',
+        "fields": ["summary", "status"],
+        "maxResults": 50,
+        "validate": True,
+        "empty": "",
+    }
     answer = _proxy(connected, method="GET", path="/rest/api/2/search", query=query)
     assert answer.status == 200, answer.body  # the fake verified the signature over these parameters
     assert answer.json["query"] == {
-        "jql": [query["jql"]], "fields": ["summary", "status"], "maxResults": ["50"], "validate": ["true"], "empty": [""]
+        "jql": [query["jql"]],
+        "fields": ["summary", "status"],
+        "maxResults": ["50"],
+        "validate": ["true"],
+        "empty": [""],
     }
 
 
 def test_form_bodies_are_signed(connected: Broker, jira: FakeJira) -> None:
-    answer = _proxy(connected, method="POST", path="/rest/form", body="a=1&b=x+y&c=%C3%A9",
-                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    answer = _proxy(
+        connected,
+        method="POST",
+        path="/rest/form",
+        body="a=1&b=x+y&c=%C3%A9",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert answer.status == 200, answer.body  # the fake includes form parameters in its base string
     assert answer.json["body"] == "a=1&b=x+y&c=%C3%A9"
 
 
 def test_plain_text_body(connected: Broker) -> None:
-    answer = _proxy(connected, method="PUT", path="/rest/text", body="just text ✓", headers={"Content-Type": "text/plain"})
+    answer = _proxy(
+        connected, method="PUT", path="/rest/text", body="just text ✓", headers={"Content-Type": "text/plain"}
+    )
     assert answer.status == 200 and answer.json["body"] == "just text ✓"
 
 
@@ -89,9 +106,15 @@ def test_percent_encoded_and_unicode_paths(connected: Broker) -> None:
 
 def test_only_allowed_headers_are_forwarded(connected: Broker, jira: FakeJira) -> None:
     jira.clear_requests()
-    headers = {"Accept": "application/json", "Accept-Language": "de", "X-Atlassian-Token": "no-check",
-               "Authorization": "Bearer stolen", "Cookie": "JSESSIONID=x", "Host": "evil.example",
-               "X-Forwarded-For": "1.2.3.4"}
+    headers = {
+        "Accept": "application/json",
+        "Accept-Language": "de",
+        "X-Atlassian-Token": "no-check",
+        "Authorization": "Bearer stolen",
+        "Cookie": "JSESSIONID=x",
+        "Host": "evil.example",
+        "X-Forwarded-For": "1.2.3.4",
+    }
     assert _proxy(connected, method="GET", path="/rest/api/2/myself", headers=headers).status == 200
     (sent,) = _rest_requests(jira)
     names = {k.lower() for k in sent.headers}
@@ -127,9 +150,26 @@ def test_binary_answers_pass_through(connected: Broker) -> None:
 # -- the path and the body ------------------------------------------------------------------
 @pytest.mark.parametrize(
     "path",
-    ["rest/api/2/myself", "//evil.example/rest", "http://evil.example/rest", "/rest/../admin", "/rest/./x",
-     "/rest/%2e%2e/admin", "/rest/%2E/x", "/rest/.%2E/x", "/rest\\admin", "/rest/%5cadmin", "/rest/\x00",
-     "/rest/%0d%0aX: y", "/rest/api?x=1", "/rest/api#f", "/rest/%zz", "/plugins/servlet/oauth/access-token", "", 7],
+    [
+        "rest/api/2/myself",
+        "//evil.example/rest",
+        "http://evil.example/rest",
+        "/rest/../admin",
+        "/rest/./x",
+        "/rest/%2e%2e/admin",
+        "/rest/%2E/x",
+        "/rest/.%2E/x",
+        "/rest\\admin",
+        "/rest/%5cadmin",
+        "/rest/\x00",
+        "/rest/%0d%0aX: y",
+        "/rest/api?x=1",
+        "/rest/api#f",
+        "/rest/%zz",
+        "/plugins/servlet/oauth/access-token",
+        "",
+        7,
+    ],
 )
 def test_invalid_paths(connected: Broker, jira: FakeJira, path: Any) -> None:
     jira.clear_requests()
@@ -140,13 +180,15 @@ def test_invalid_paths(connected: Broker, jira: FakeJira, path: Any) -> None:
 
 @pytest.mark.parametrize(
     ("request_body", "code"),
-    [({"method": "TRACE", "path": "/rest/x"}, "invalid_method"),
-     ({"path": "/rest/x"}, "invalid_method"),
-     ({"method": "GET", "path": "/rest/x", "query": {"a": {"b": 1}}}, "invalid_query"),
-     ({"method": "GET", "path": "/rest/x", "query": ["a"]}, "invalid_query"),
-     ({"method": "POST", "path": "/rest/x", "json": {}, "body": "x"}, "invalid_body"),
-     ({"method": "POST", "path": "/rest/x", "body": {"a": 1}}, "invalid_body"),
-     ({"method": "GET", "path": "/rest/x", "headers": {"Accept": "a\r\nX-Evil: 1"}}, "invalid_headers")],
+    [
+        ({"method": "TRACE", "path": "/rest/x"}, "invalid_method"),
+        ({"path": "/rest/x"}, "invalid_method"),
+        ({"method": "GET", "path": "/rest/x", "query": {"a": {"b": 1}}}, "invalid_query"),
+        ({"method": "GET", "path": "/rest/x", "query": ["a"]}, "invalid_query"),
+        ({"method": "POST", "path": "/rest/x", "json": {}, "body": "x"}, "invalid_body"),
+        ({"method": "POST", "path": "/rest/x", "body": {"a": 1}}, "invalid_body"),
+        ({"method": "GET", "path": "/rest/x", "headers": {"Accept": "a\r\nX-Evil: 1"}}, "invalid_headers"),
+    ],
 )
 def test_invalid_requests(connected: Broker, request_body: dict[str, Any], code: str) -> None:
     answer = connected.call("POST", PROXY, request_body)
@@ -177,8 +219,9 @@ def _reauthorization(answer: Answer, store: Store, connected: Broker, problem: s
     assert connected.browser("GET", error["connect_url"]).status == 200
 
 
-def test_revoked_token_drops_the_connection_and_offers_a_connect_url(connected: Broker, jira: FakeJira,
-                                                                     store: Store) -> None:
+def test_revoked_token_drops_the_connection_and_offers_a_connect_url(
+    connected: Broker, jira: FakeJira, store: Store
+) -> None:
     connection = store.get_connection("acme", "alice")
     assert connection is not None
     jira.revoke_access_token(connection["access_token"])
@@ -258,8 +301,9 @@ def test_a_warm_call_costs_one_dynamodb_read_and_no_secrets_manager_call(connect
     assert calls == Counter({"BatchGetItem": 3})
 
 
-def test_last_used_is_written_at_most_once_a_minute(connected: Broker, store: Store,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_last_used_is_written_at_most_once_a_minute(
+    connected: Broker, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from chalicelib import clock
 
     assert _proxy(connected, method="GET", path="/rest/api/2/myself").status == 200
@@ -275,8 +319,9 @@ def test_last_used_is_written_at_most_once_a_minute(connected: Broker, store: St
     assert latest is not None and latest["last_used_at"] >= first["last_used_at"] + 61
 
 
-def test_a_rotated_key_replaces_the_cached_one(connected: Broker, jira: FakeJira,
-                                               other_rsa_key: rsa.RSAPrivateKey) -> None:
+def test_a_rotated_key_replaces_the_cached_one(
+    connected: Broker, jira: FakeJira, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
     assert _proxy(connected, method="GET", path="/rest/api/2/myself").status == 200
     jira.add_consumer(CONSUMER_KEY, public_pem(other_rsa_key))
     assert connected.setup(jira, _pem(other_rsa_key)).status == 200
@@ -298,15 +343,26 @@ def test_sign_a_form_post(connected: Broker, jira: FakeJira) -> None:
     form = {"a": "1", "b": ["x y", "é"]}
     answer = connected.call("POST", SIGN, {"method": "POST", "url": url, "form": form})
     assert answer.status == 200, answer.body
-    sent = requests.post(url, data=[("a", "1"), ("b", "x y"), ("b", "é")], timeout=5,
-                         headers={"Authorization": answer.json["authorization"]})
+    sent = requests.post(
+        url,
+        data=[("a", "1"), ("b", "x y"), ("b", "é")],
+        timeout=5,
+        headers={"Authorization": answer.json["authorization"]},
+    )
     assert sent.status_code == 200, sent.text
 
 
 @pytest.mark.parametrize(
     "url",
-    ["https://evil.example/jira/rest/api/2/myself", "{base}x/rest/api/2/myself", "{scheme_swapped}/rest/x",
-     "{base}/rest/../../admin", "{base}/rest/x#frag", "/rest/api/2/myself", None],
+    [
+        "https://evil.example/jira/rest/api/2/myself",
+        "{base}x/rest/api/2/myself",
+        "{scheme_swapped}/rest/x",
+        "{base}/rest/../../admin",
+        "{base}/rest/x#frag",
+        "/rest/api/2/myself",
+        None,
+    ],
 )
 def test_sign_refuses_urls_outside_base_url(connected: Broker, jira: FakeJira, url: str | None) -> None:
     if url is not None:

@@ -31,7 +31,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from oauthlib.oauth1 import SIGNATURE_RSA, SIGNATURE_TYPE_AUTH_HEADER, Client
 from requests_oauthlib import OAuth1
 
-from .errors import BrokerError, JiraBadResponse, JiraRejected, JiraTimeout, JiraTLSError, JiraUnreachable
+from .errors import (
+    BrokerError,
+    InvalidRequest,
+    JiraBadResponse,
+    JiraRejected,
+    JiraTimeout,
+    JiraTLSError,
+    JiraUnreachable,
+)
 from .logs import logger, redact
 
 REQUEST_TOKEN_PATH = "/plugins/servlet/oauth/request-token"  # noqa: S105 - a path, not a secret
@@ -224,22 +232,22 @@ class JiraClient:
         prepared = self.prepare(method, path, data=body, headers=headers)
         content_type = (headers or {}).get("Content-Type", "")
         form = body if isinstance(body, str) and FORM_CONTENT_TYPE in content_type else None
-        header, _ = self.authorization(token, token_secret, method, str(prepared.url), form)
+        try:
+            header, _ = self.authorization(token, token_secret, method, str(prepared.url), form)
+        except ValueError:  # oauthlib: "body was not decodable"
+            raise InvalidRequest(
+                "A form body must be URL-encoded (name=value&name2=value2), with spaces and non-ASCII "
+                "characters as %XX escapes.",
+                code="invalid_body",
+            ) from None
         prepared.headers["Authorization"] = header
         return prepared
 
     def send(
-        self,
-        method: str,
-        path: str,
-        *,
-        auth: Any = None,
-        data: bytes | str | None = None,
-        headers: dict[str, str] | None = None,
-        stream: bool = False,
+        self, method: str, path: str, *, auth: Any = None, headers: dict[str, str] | None = None
     ) -> requests.Response:
-        """Prepare and send one request to Jira."""
-        return self.send_prepared(self.prepare(method, path, auth=auth, data=data, headers=headers), stream=stream)
+        """Prepare and send one bodiless request to Jira (the dance's calls)."""
+        return self.send_prepared(self.prepare(method, path, auth=auth, headers=headers))
 
     def send_prepared(self, prepared: requests.PreparedRequest, *, stream: bool = False) -> requests.Response:
         """Send a prepared request; connection failures become broker errors naming the host."""

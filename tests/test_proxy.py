@@ -187,6 +187,15 @@ def test_invalid_paths(connected: Broker, jira: FakeJira, path: Any) -> None:
         ({"method": "GET", "path": "/rest/x", "query": ["a"]}, "invalid_query"),
         ({"method": "POST", "path": "/rest/x", "json": {}, "body": "x"}, "invalid_body"),
         ({"method": "POST", "path": "/rest/x", "body": {"a": 1}}, "invalid_body"),
+        (
+            {
+                "method": "POST",
+                "path": "/rest/x",
+                "body": "c=é d",
+                "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+            },
+            "invalid_body",
+        ),
         ({"method": "GET", "path": "/rest/x", "headers": {"Accept": "a\r\nX-Evil: 1"}}, "invalid_headers"),
     ],
 )

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-browser lint bench clean
 
 install: $(STAMP)
 
@@ -20,7 +20,11 @@ run: $(STAMP)
 	$(BIN)/python -m scripts.run_local
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not browser"
+
+# Real-browser tests (Debian's chromium driven by Playwright); they skip, saying why, without chromium.
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -m browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-browser lint bench clean
+STAGE ?= dev
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+OUT := out/$(STAGE)
+
+.PHONY: install run test test-browser lint bench package check-infra audit deploy clean
 
 install: $(STAMP)
 
@@ -31,8 +36,41 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+$(TOOLS_STAMP): requirements-tools.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
+	touch $(TOOLS_STAMP)
+
+# The deployable SAM template and code for STAGE (dev|prod) in out/STAGE/template/.
+package: $(STAMP)
+	rm -rf $(OUT)
+	$(BIN)/python -m scripts.infra --stage $(STAGE) $(OUT)/merge.json
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $(STAGE) \
+		--merge-template $(OUT)/merge.json $(OUT)/template
+
+check-infra: package $(TOOLS_STAMP)
+	$(TOOLS)/bin/cfn-lint $(OUT)/template/sam.json
+	$(TOOLS)/bin/checkov -f $(OUT)/template/sam.json --framework cloudformation --skip-download --compact --quiet
+
+audit: $(TOOLS_STAMP)
+	$(TOOLS)/bin/python scripts/audit.py
+	$(TOOLS)/bin/bandit -q -r app.py chalicelib --severity-level medium
+
+# Needs the AWS CLI, credentials, and BUCKET (an S3 bucket for the code). See README "Deploy to AWS".
+deploy: package
+	@command -v aws >/dev/null || { echo "Install the AWS CLI first (https://aws.amazon.com/cli/)"; exit 1; }
+	@test -n "$(BUCKET)" || { echo "Set BUCKET=<an S3 bucket for the deployment package>"; exit 1; }
+	aws cloudformation package --template-file $(OUT)/template/sam.json --s3-bucket $(BUCKET) \
+		--output-template-file $(OUT)/packaged.yaml
+	aws cloudformation deploy --template-file $(OUT)/packaged.yaml --stack-name jira-oauth-broker-$(STAGE) \
+		--capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND \
+		--parameter-overrides Stage=$(STAGE) PublicUrl=$(PUBLIC_URL) ReturnToOrigins=$(RETURN_TO_ORIGINS)
+	aws cloudformation describe-stacks --stack-name jira-oauth-broker-$(STAGE) \
+		--query "Stacks[0].Outputs[?OutputKey=='EndpointURL'].OutputValue" --output text
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache
 
 bench: $(STAMP)
 	$(BIN)/python -m scripts.bench

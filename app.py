@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from chalice import AuthResponse, Chalice, ConvertToMiddleware, Response
+from chalice.app import Request
 
 from chalicelib import connect, integrations, pages, proxy
 from chalicelib.apikeys import lookup
@@ -11,12 +14,19 @@ from chalicelib.logs import logger
 from chalicelib.resources import store_for
 from chalicelib.responses import empty_response, json_response, passthrough_response, redirect
 from chalicelib.urls import origin_of, with_query
-from chalicelib.web import check_same_origin, json_body, page_route, query_param, service_route
+from chalicelib.web import check_same_origin, json_body, page_route, query_param, remember_public_url, service_route
 
 # configure_logs=False: Powertools' Logger owns logging, or every line prints twice.
 app = Chalice(app_name="jira-oauth-broker", configure_logs=False)
 app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context))
 service = service_route(app)
+
+
+@app.middleware("http")
+def public_url_from_request(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    remember_public_url(event)
+    return get_response(event)
+
 
 # Binary answers the proxy passes through (base64 through API Gateway); the caller's Accept must match.
 app.api.binary_types.extend(["application/pdf", "application/gzip", "application/x-zip-compressed", "image/svg+xml"])

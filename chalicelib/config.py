@@ -13,9 +13,16 @@ Example::
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 LOCAL_STAGE = "local"
+DEFAULT_LOCAL_URL = "http://127.0.0.1:8000"
+
+# The URL the current request came in on (API Gateway's domain and stage), for when
+# BROKER_PUBLIC_URL is not configured. The API's own endpoint cannot be written into the
+# function's environment by CloudFormation: the API already depends on the function.
+request_public_url: ContextVar[str | None] = ContextVar("request_public_url", default=None)
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -43,8 +50,11 @@ class Settings:
         stage: ``local``, ``dev`` or ``prod`` (``BROKER_STAGE``).
         table_name: the DynamoDB table (``BROKER_TABLE``).
         secret_prefix: prefix of every Secrets Manager name (``BROKER_SECRET_PREFIX``).
+        secrets_kms_key: the KMS key new secrets are encrypted with (``BROKER_SECRETS_KMS_KEY``;
+            empty: Secrets Manager's default key).
         public_url: the broker's own public base URL, used for connect links
-            and the OAuth callback (``BROKER_PUBLIC_URL``).
+            and the OAuth callback (``BROKER_PUBLIC_URL``; when empty, the URL
+            the request came in on: API Gateway's domain and stage).
         return_to_origins: origins a connect link may send the browser back to
             (``BROKER_RETURN_TO_ORIGINS``, comma-separated).
         allow_http_jira: accept ``http://`` Jira URLs (``BROKER_ALLOW_HTTP_JIRA``;
@@ -59,6 +69,7 @@ class Settings:
     stage: str
     table_name: str
     secret_prefix: str
+    secrets_kms_key: str
     public_url: str
     return_to_origins: tuple[str, ...]
     allow_http_jira: bool
@@ -79,6 +90,11 @@ class Settings:
         return (self.jira_connect_timeout, self.jira_read_timeout)
 
 
+def _public_url() -> str:
+    configured = os.environ.get("BROKER_PUBLIC_URL", "").strip()
+    return (configured or request_public_url.get() or DEFAULT_LOCAL_URL).rstrip("/")
+
+
 def load_settings() -> Settings:
     """Read the settings from ``os.environ`` now."""
     stage = os.environ.get("BROKER_STAGE", LOCAL_STAGE).strip() or LOCAL_STAGE
@@ -87,7 +103,8 @@ def load_settings() -> Settings:
         stage=stage,
         table_name=os.environ.get("BROKER_TABLE", "jira-oauth-broker-local"),
         secret_prefix=os.environ.get("BROKER_SECRET_PREFIX", f"jira-oauth-broker/{stage}").rstrip("/"),
-        public_url=os.environ.get("BROKER_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        secrets_kms_key=os.environ.get("BROKER_SECRETS_KMS_KEY", "").strip(),
+        public_url=_public_url(),
         return_to_origins=_csv("BROKER_RETURN_TO_ORIGINS"),
         allow_http_jira=_flag("BROKER_ALLOW_HTTP_JIRA", is_local),
         allow_private_networks=_flag("BROKER_ALLOW_PRIVATE_NETWORKS", is_local),

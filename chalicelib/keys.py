@@ -150,9 +150,10 @@ class KeyVault:
     team id becomes ``+`` (which team ids cannot hold, so the mapping is 1:1).
     """
 
-    def __init__(self, prefix: str, client: Any | None = None) -> None:
+    def __init__(self, prefix: str, client: Any | None = None, kms_key: str = "") -> None:
         self.prefix = prefix
         self._client = client
+        self._kms = {"KmsKeyId": kms_key} if kms_key else {}
 
     @property
     def client(self) -> Any:
@@ -209,7 +210,7 @@ class KeyVault:
         if value is not None:
             return value
         try:
-            self.client.create_secret(Name=name, SecretString=make_value(), Tags=[_SECRET_TAG])
+            self.client.create_secret(Name=name, SecretString=make_value(), Tags=[_SECRET_TAG], **self._kms)
         except ClientError as error:
             if _code(error) not in {"ResourceExistsException", "InvalidRequestException"}:
                 raise
@@ -231,7 +232,7 @@ class KeyVault:
             if _code(error) != "ResourceNotFoundException":
                 raise
             try:
-                self.client.create_secret(Name=name, SecretString=value, Tags=[_SECRET_TAG])
+                self.client.create_secret(Name=name, SecretString=value, Tags=[_SECRET_TAG], **self._kms)
                 return
             except ClientError as create_error:
                 if _code(create_error) != "ResourceExistsException":  # a concurrent create won

@@ -30,7 +30,7 @@ def store_for(settings: Settings) -> Store:
 
 
 def vault_for(settings: Settings) -> KeyVault:
-    return KeyVault(settings.secret_prefix)
+    return KeyVault(settings.secret_prefix, kms_key=settings.secrets_kms_key)
 
 
 def link_signer(settings: Settings) -> LinkSigner:

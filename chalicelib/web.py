@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from chalice import Chalice, Response
 from chalice.app import Request
 
-from .config import load_settings
+from .config import load_settings, request_public_url
 from .errors import BrokerError, Forbidden, InvalidRequest
 from .logs import logger
 from .pages import error_page
@@ -33,6 +33,14 @@ def _unexpected(error: Exception) -> BrokerError:
     # Log the type and traceback; the message of a library error is not echoed to anyone.
     logger.exception("unexpected error", extra={"error_type": type(error).__name__})
     return BrokerError()
+
+
+def remember_public_url(request: Request) -> None:
+    """API Gateway says which domain and stage the request came in on (the broker's public URL)."""
+    context = request.context or {}
+    domain, stage = context.get("domainName"), context.get("stage")
+    if domain and stage and domain != "localhost":
+        request_public_url.set(f"https://{domain}/{stage}")
 
 
 def service_route(app: Chalice) -> Callable[[View], View]:

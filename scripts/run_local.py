@@ -30,6 +30,7 @@ from scripts.local_aws import create_table, start_moto, use_fake_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = "jira-oauth-broker-local"
+ENDPOINT_FILE = ROOT / ".local" / "moto-endpoint"
 
 
 def _pump(stream: IO[str], out: IO[str]) -> None:
@@ -75,6 +76,8 @@ def main() -> int:
     use_fake_credentials()
     server, endpoint = start_moto()
     os.environ["AWS_ENDPOINT_URL"] = endpoint
+    ENDPOINT_FILE.parent.mkdir(exist_ok=True)
+    ENDPOINT_FILE.write_text(endpoint + "\n")  # for `python -m scripts.apikeys --stage local`
     try:
         create_table(boto3.client("dynamodb", endpoint_url=endpoint), TABLE)
         _register_api_key(endpoint)
@@ -92,6 +95,7 @@ def main() -> int:
                 child.kill()
             return 0
     finally:
+        ENDPOINT_FILE.unlink(missing_ok=True)
         server.stop()
 
 

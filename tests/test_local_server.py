@@ -85,6 +85,20 @@ def _wait_until_up(broker: LocalBroker) -> None:
     raise AssertionError(f"chalice local did not come up:\n{broker.output()}")
 
 
+def _apikeys(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BROKER_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.apikeys", *args, "--stage", "local"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
 def _form_action(html: str) -> str:
     match = re.search(r'<form method=post action="([^"]+)"', html)
     assert match, html
@@ -143,6 +157,15 @@ def test_whole_flow_through_chalice_local(
         assert status.status_code == 200 and status.json()["jira_user"]["name"] == "alice"
         assert browser.get(connect_url, timeout=15).status_code == 410
         assert browser.get(back.headers["Location"], timeout=15).status_code == 410
+
+    # The API key command works against the local stack (it finds make run's moto by itself).
+    key = _apikeys("create", "--name", "bot", "--team", "acme").strip().splitlines()[-1]
+    assert local_broker.api("GET", "/v1/teams/acme/jira", key=key).status_code == 200
+    assert local_broker.api("GET", "/v1/teams/globex/jira", key=key).headers["X-Broker-Error"] == "team_forbidden"
+    unused = _apikeys("create", "--name", "spare").strip().splitlines()[-1]
+    assert "spare" in _apikeys("list") and unused not in _apikeys("list")
+    _apikeys("revoke", "--name", "spare")
+    assert local_broker.api("GET", "/v1/teams/acme/jira", key=unused).status_code == 403
 
     # Ctrl-C stops everything the runner started.
     os.killpg(local_broker.process.pid, signal.SIGINT)

@@ -30,6 +30,7 @@ from .errors import BrokerError, InvalidRequest, JiraBadResponse, NotFound
 from .logs import logger
 from .oauth1 import TIMESTAMP_WINDOW, JiraClient, OAuthProblem
 from .resources import integration_not_found, jira_for, store_for, team_key, vault_for
+from .urls import check_jira_destination_cached
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # What a caller may send on to Jira; Authorization, Cookie and Host never go.
@@ -198,6 +199,7 @@ def acting_as(team: str, user: str, settings: Settings) -> Acting:
         raise integration_not_found(team)
     if connection is None:
         raise NotFound(f"{user} in team {team} has not connected Jira. Send them a connect link.", code="not_connected")
+    check_jira_destination_cached(integration["base_url"], settings)  # DNS may have changed since setup
     key = team_key(vault_for(settings), team, integration)
     return Acting(team, user, integration, connection, jira_for(integration, key, settings))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import time
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .config import Settings
@@ -90,6 +91,24 @@ def check_jira_destination(base_url: str, settings: Settings) -> None:
                 "if your Jira is on a private network).",
                 code="base_url_not_allowed",
             )
+
+
+_checked: dict[tuple[str, str], float] = {}
+CHECK_SECONDS = 60
+
+
+def check_jira_destination_cached(base_url: str, settings: Settings) -> None:
+    """:func:`check_jira_destination`, remembered for a minute per Jira in the warm container.
+
+    The proxy checks on every call, so a Jira host whose DNS later points at a
+    private address is refused within a minute, without a lookup per call.
+    """
+    key = (base_url, settings.stage)
+    now = time.monotonic()
+    if now - _checked.get(key, -CHECK_SECONDS) < CHECK_SECONDS:
+        return
+    check_jira_destination(base_url, settings)
+    _checked[key] = now
 
 
 def _resolve(host: str, port: int) -> list[str]:

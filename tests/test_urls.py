@@ -130,3 +130,19 @@ def test_with_query_keeps_existing_parameters() -> None:
     assert with_query("https://chat.example.com/done?x=1", jira="connected") == (
         "https://chat.example.com/done?x=1&jira=connected"
     )
+
+
+def test_the_cached_check_refuses_then_remembers_only_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib import urls
+
+    settings = _settings("prod")
+    addresses = {"jira.example.com": ["8.8.8.8"]}
+    monkeypatch.setattr(urls, "_resolve", lambda host, port: addresses[host])
+    urls._checked.clear()
+    urls.check_jira_destination_cached("https://jira.example.com", settings)
+    addresses["jira.example.com"] = ["10.0.0.5"]  # DNS now points inside
+    urls.check_jira_destination_cached("https://jira.example.com", settings)  # remembered for a minute
+    urls._checked.clear()  # a minute later
+    with pytest.raises(InvalidRequest) as caught:
+        urls.check_jira_destination_cached("https://jira.example.com", settings)
+    assert caught.value.code == "base_url_not_allowed"

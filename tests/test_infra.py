@@ -21,7 +21,9 @@ def test_local_table_is_the_template_table(aws_mock: None) -> None:
 
 def test_gateway_responses_use_the_error_envelope() -> None:
     resources = json.loads(TEMPLATE.read_text())["Resources"]
-    responses = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::ApiGateway::GatewayResponse"}
+    responses = {
+        k: v["Properties"] for k, v in resources.items() if v.get("Type") == "AWS::ApiGateway::GatewayResponse"
+    }
     assert {"UNAUTHORIZED", "ACCESS_DENIED", "MISSING_AUTHENTICATION_TOKEN"} <= {
         p["ResponseType"] for p in responses.values()
     }

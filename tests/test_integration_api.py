@@ -10,9 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib import apikeys
+from chalicelib.apikeys import save_api_key
 from chalicelib.keys import fingerprint
 from chalicelib.store import Store
-from tests.conftest import ACME_KEY, CONSUMER_KEY, Broker, public_pem
+from tests.conftest import ACME_KEY, API_KEY, CONSUMER_KEY, Broker, public_pem
 from tests.fakejira import FakeJira
 
 SECRET_NAME = "jira-oauth-broker/local/teams/acme/private-key"
@@ -351,7 +352,10 @@ def test_outside_the_local_stage_private_and_http_jiras_are_refused(
     from chalice.test import Client
 
     from app import app
+    from scripts.local_aws import create_table
 
+    create_table(boto3.client("dynamodb"), "jira-oauth-broker-dev")  # the dev stage's table
+    save_api_key(Store("jira-oauth-broker-dev"), API_KEY, name="all-teams")
     with Client(app, stage_name="dev") as client:
         broker = Broker(client)
         _assert_error(broker.setup(jira, private_pem), 400, "insecure_base_url")

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from chalice import AuthResponse, Chalice, ConvertToMiddleware, Response
 from chalice.app import Request
 
-from chalicelib import connect, integrations, pages, proxy
+from chalicelib import connect, integrations, pages, proxy, setup
 from chalicelib.apikeys import lookup
 from chalicelib.config import load_settings
+from chalicelib.links import CONNECT, SETUP
 from chalicelib.logs import logger
 from chalicelib.resources import store_for
 from chalicelib.responses import empty_response, json_response, passthrough_response, redirect
@@ -107,19 +108,21 @@ def sign(team: str, user: str) -> Response:
 # -- browser pages -------------------------------------------------------------------
 @app.route("/connect/{token}", methods=["GET"], content_types=FORM)
 @page_route
+@pages.link_errors(CONNECT, connect.describe_link)
 def view_connect_link(token: str) -> Response:
     link = connect.check_link(token)
     return pages.connect_page(
         host=link.host,
         team=link.claims.team,
         user=link.claims.user,
-        action=f"/connect/{token}",
+        action=f"{load_settings().public_url}/connect/{token}",  # absolute: API Gateway adds a stage path
         jira_origin=origin_of(link.integration["base_url"]),
     )
 
 
 @app.route("/connect/{token}", methods=["POST"], content_types=FORM)
 @page_route
+@pages.link_errors(CONNECT, connect.describe_link)
 def start_connect(token: str) -> Response:
     check_same_origin(app.current_request)
     return redirect(connect.start(token))
@@ -141,7 +144,31 @@ def oauth_callback() -> Response:
     if outcome.result == "denied":
         return pages.denied_page(**who)
     assert outcome.error is not None
-    return pages.error_page(outcome.error, title="Jira was not connected")
+    return pages.error_page(outcome.error, title="Jira was not connected", who=pages.Who(**who))
+
+
+# -- setup pages: the admin's setup link (key pair, Application Link, verify, connect) ------
+@app.route("/v1/teams/{team}/jira/setup-link", methods=["POST"], authorizer=api_key_auth)
+@service
+def create_setup_link(team: str) -> Response:
+    return json_response(setup.create_link(team, json_body(app.current_request)), 201)
+
+
+@app.route("/setup/{token}", methods=["GET"], content_types=FORM)
+@page_route
+@pages.link_errors(SETUP, connect.describe_link)
+def view_setup_link(token: str) -> Response:
+    return setup.show(token, app.current_request)
+
+
+@app.route("/setup/{token}", methods=["POST"], content_types=FORM)
+@page_route
+@pages.link_errors(SETUP, connect.describe_link)
+def submit_setup(token: str) -> Response:
+    return setup.submit(token, app.current_request)
+
+
+# -- end of setup pages ----------------------------------------------------------------------
 
 
 @app.route("/health", methods=["GET"])

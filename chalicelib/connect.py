@@ -24,6 +24,7 @@ from .errors import BrokerError, Conflict, Gone, InvalidRequest, NotFound
 from .links import CONNECT, LinkClaims, new_link_id
 from .logs import logger
 from .oauth1 import DENIED, REQUEST_TOKEN_LIFETIME, JiraOAuthError
+from .pages import Who
 from .problems import explain_exchange_problem, explain_setup_problem
 from .resources import jira_for, link_signer, require_integration, store_for, team_key, vault_for
 from .store import COMPLETED
@@ -33,7 +34,7 @@ DEFAULT_LINK_LIFETIME = 3600
 MIN_LINK_LIFETIME = 60
 MAX_LINK_LIFETIME = 86400
 # Link records outlive their expiry by a day, so "already used" can still be told apart.
-_LINK_RECORD_GRACE = 86400
+LINK_RECORD_GRACE = 86400
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class Outcome:
     jira_user: dict[str, Any] = field(default_factory=dict)
 
 
-def _lifetime(raw: object) -> int:
+def link_lifetime(raw: object) -> int:
+    """A link's ``expires_in``: 60 to 86400 seconds, 3600 when not given; else 400 ``invalid_expires_in``."""
     if raw is None:
         return DEFAULT_LINK_LIFETIME
     if isinstance(raw, bool) or not isinstance(raw, int) or not MIN_LINK_LIFETIME <= raw <= MAX_LINK_LIFETIME:
@@ -76,8 +78,20 @@ def _lifetime(raw: object) -> int:
 def create_link(team: str, user: str, body: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Mint a connect link for (team, user). 404 when the team has no integration."""
     settings = settings or load_settings()
-    lifetime = _lifetime(body.get("expires_in"))
+    lifetime = link_lifetime(body.get("expires_in"))
     return_to = check_return_to(body["return_to"], settings) if body.get("return_to") is not None else None
+    token, expires_at = new_link(team, user, settings, lifetime, return_to)
+    return {
+        "url": f"{settings.public_url}/connect/{token}",
+        "expires_at": clock.iso(expires_at),
+        "expires_in": lifetime,
+    }
+
+
+def new_link(
+    team: str, user: str, settings: Settings, lifetime: int = DEFAULT_LINK_LIFETIME, return_to: str | None = None
+) -> tuple[str, int]:
+    """Store and sign a connect link for (team, user); returns its token and expiry. 404 without an integration."""
     store = store_for(settings)
     integration = require_integration(store, team)
     now = clock.now()
@@ -91,20 +105,35 @@ def create_link(team: str, user: str, body: dict[str, Any], settings: Settings |
             "return_to": return_to,
             "created_at": now,
             "expires_at": claims.expires_at,
-            "ttl": claims.expires_at + _LINK_RECORD_GRACE,
+            "ttl": claims.expires_at + LINK_RECORD_GRACE,
         },
     )
     token = link_signer(settings).mint(claims)
     logger.info("connect link created", extra={"team": team, "user": user, "expires_in": lifetime})
-    return {
-        "url": f"{settings.public_url}/connect/{token}",
-        "expires_at": clock.iso(claims.expires_at),
-        "expires_in": lifetime,
-    }
+    return token, claims.expires_at
 
 
 def _integration_gone(team: str) -> NotFound:
     return NotFound(f"Team {team} no longer has a Jira integration.", code="integration_not_found")
+
+
+def describe_link(token: str, kind: str = CONNECT, settings: Settings | None = None) -> Who | None:
+    """Whose link this is, for its error page: the team, the user and the team's Jira host.
+
+    Only an authentic token (one this broker made, expired or not) is described; a
+    forged one is not, so an error page never repeats what an attacker wrote. Never raises.
+    """
+    try:
+        settings = settings or load_settings()
+        claims = link_signer(settings).authentic_claims(token)
+        if claims is None or claims.kind != kind:
+            return None
+        integration = store_for(settings).get_integration(claims.team)
+        host = host_label(integration["base_url"]) if integration else None
+        return Who(team=claims.team, user=claims.user, host=host)
+    except Exception:  # noqa: BLE001 - an error page must render even when this lookup fails
+        logger.exception("could not describe a link for its error page")
+        return None
 
 
 def check_link(token: str, settings: Settings | None = None) -> LinkContext:

@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 
 from .errors import Gone, NotFound
 
-CONNECT = "c"
+CONNECT = "c"  # a user's connect link: /connect/<token>
+SETUP = "s"  # an admin's setup link: /setup/<token>
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class LinkSigner:
             NotFound: ``link_invalid`` for a forged, altered or truncated token.
             Gone: ``link_expired`` once its expiry has passed.
         """
-        claims = self._authentic_claims(token)
+        claims = self.authentic_claims(token)
         if claims is None or claims.kind != kind:
             raise NotFound(
                 "This link is not valid: it was not made by this broker, or it was altered or cut short "
@@ -89,7 +90,11 @@ class LinkSigner:
             raise Gone(f"This link expired at {expired}.", code="link_expired")
         return claims
 
-    def _authentic_claims(self, token: str) -> LinkClaims | None:
+    def authentic_claims(self, token: str) -> LinkClaims | None:
+        """The claims of a token this broker made, expired or not; None for anything else.
+
+        For error pages only: an expired link may still say whose it was.
+        """
         payload, _, mac = token.partition(".")
         if not payload or not mac or not safe_string_equals(mac, self._mac(payload)):
             return None

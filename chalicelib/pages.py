@@ -1,10 +1,13 @@
-"""The HTML pages people see: connect, connected, denied and every error.
+"""The HTML pages people see: the admin's setup page, connect, connected, denied and every error.
 
 One small template: inline CSS (allowed by its hash in the CSP, so no
-``unsafe-inline``), no JavaScript, no external assets, readable on a phone.
-Everything echoed is HTML-escaped. Every page sends a CSP with
-``frame-ancestors 'none'``, ``Referrer-Policy: no-referrer`` (link tokens are
-in URLs) and ``Cache-Control: no-store``.
+``unsafe-inline``), no external assets, readable on a phone, labelled for
+screen readers, and working without JavaScript. The one script is the setup
+page's copy button: allowed by its hash on that page only, and the buttons
+stay hidden without it. Everything echoed is HTML-escaped. Every page sends a
+CSP with ``frame-ancestors 'none'``, ``Referrer-Policy: no-referrer`` (link
+tokens are in URLs) and ``Cache-Control: no-store``. Each page names the Jira,
+the user and the team it is about, and says what to do next.
 
 Example::
 
@@ -14,33 +17,83 @@ Example::
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from html import escape
 
 from chalice import Response
 
 from .errors import BrokerError
+from .links import CONNECT, SETUP
+
+View = Callable[..., Response]
 
 _CSS = (
+    "*{box-sizing:border-box}"
     "body{font:16px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f4f5f7;color:#172b4d}"
-    "main{max-width:34rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:8px;"
+    "main{max-width:40rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:8px;"
     "box-shadow:0 1px 3px rgba(0,0,0,.15)}"
-    "h1{font-size:1.4rem;margin:0 0 1rem}p{margin:.5rem 0 1rem}"
+    "h1{font-size:1.4rem;line-height:1.25;margin:0 0 1rem}h2{font-size:1.15rem;margin:2rem 0 .5rem}"
+    "h3{font-size:1rem;margin:1.25rem 0 .25rem}p{margin:.5rem 0 1rem}"
     "dl{display:grid;grid-template-columns:auto 1fr;gap:.25rem 1rem;margin:0 0 1rem}dt{font-weight:600}"
-    "dd{margin:0;word-break:break-all}"
+    "dd{margin:0;overflow-wrap:anywhere}ol{padding-left:1.25rem}li{margin:.4rem 0}"
     "button{font:inherit;padding:.6rem 1.2rem;border:0;border-radius:4px;background:#0052cc;color:#fff;cursor:pointer}"
-    ".error h1{color:#bf2600}.ok h1{color:#006644}small{color:#5e6c84}code{background:#f4f5f7;padding:0 .2rem}"
-    "@media (max-width:36rem){main{margin:0;border-radius:0}}"
+    "button:hover{background:#0747a6}button.secondary{background:#ebecf0;color:#172b4d}"
+    "button.small{padding:.15rem .6rem;font-size:.875rem}"
+    ":focus-visible{outline:3px solid #4c9aff;outline-offset:2px}"
+    "label{display:block;font-weight:600;margin:1rem 0 .25rem}"
+    "input[type=text],input[type=url],textarea{width:100%;font:inherit;padding:.5rem;border:2px solid #dfe1e6;"
+    "border-radius:4px;background:#fafbfc;color:inherit}"
+    "textarea{font:.8rem/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}input[type=file]{max-width:100%}"
+    ".hint{color:#5e6c84;font-size:.875rem;margin:.25rem 0 1rem}"
+    ".notice{border-left:4px solid #de350b;background:#ffebe6;padding:.5rem 1rem;border-radius:4px;margin:0 0 1rem}"
+    ".notice h2{margin:.25rem 0}.notice.ok{border-color:#00875a;background:#e3fcef}"
+    ".notice.info{border-color:#0052cc;background:#deebff}"
+    "details{border:1px solid #dfe1e6;border-radius:4px;padding:.5rem .75rem;margin:.75rem 0}"
+    "summary{cursor:pointer;font-weight:600}"
+    ".tag{font-size:.75rem;font-weight:600;background:#e3fcef;color:#006644;padding:.1rem .4rem;border-radius:3px}"
+    ".error h1{color:#bf2600}.ok h1{color:#006644}small{color:#5e6c84}"
+    "code{background:#f4f5f7;padding:0 .2rem;overflow-wrap:anywhere}"
+    "@media (max-width:40rem){main{margin:0;border-radius:0;box-shadow:none;padding:1rem}}"
 )
 _CSS_HASH = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
 
+# The copy buttons: shown only when this runs; Clipboard API first, selecting the text as the fallback.
+_COPY_JS = (
+    "document.querySelectorAll('button[data-copy]').forEach(function(b){"
+    "var t=document.getElementById(b.getAttribute('data-copy')),label=b.textContent;b.hidden=false;"
+    "function done(text){b.textContent=text;setTimeout(function(){b.textContent=label},2500)}"
+    "function fallback(){if(t.select){t.select()}else{var r=document.createRange();r.selectNodeContents(t);"
+    "var s=getSelection();s.removeAllRanges();s.addRange(r)}"
+    "try{done(document.execCommand('copy')?'Copied':'Selected: press Ctrl+C')}catch(e){done('Selected: press Ctrl+C')}}"
+    "b.addEventListener('click',function(){var text='value' in t?t.value:t.textContent;"
+    "if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(text).then("
+    "function(){done('Copied')},fallback)}else{fallback()}})})"
+)
+_JS_HASH = base64.b64encode(hashlib.sha256(_COPY_JS.encode()).digest()).decode()
 
-def _headers(form_targets: tuple[str, ...], code: str | None) -> dict[str, str | list[str]]:
+
+@dataclass(frozen=True)
+class Who:
+    """Whom a page is about: the team, its user and the team's Jira host (None when not set up)."""
+
+    team: str
+    user: str
+    host: str | None = None
+
+
+def _headers(
+    form_targets: tuple[str, ...], code: str | None, script: bool, extra: dict[str, str] | None
+) -> dict[str, str | list[str]]:
     form_action = " ".join(("'self'", *form_targets))
+    script_src = f"script-src 'sha256-{_JS_HASH}'; " if script else ""
     headers: dict[str, str | list[str]] = {
         "Content-Type": "text/html; charset=utf-8",
         "Content-Security-Policy": (
-            f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; form-action {form_action}; "
+            f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; {script_src}form-action {form_action}; "
             "frame-ancestors 'none'; base-uri 'none'"
         ),
         "Referrer-Policy": "no-referrer",
@@ -49,6 +102,7 @@ def _headers(form_targets: tuple[str, ...], code: str | None) -> dict[str, str |
     }
     if code:
         headers["X-Broker-Error"] = code
+    headers.update(extra or {})
     return headers
 
 
@@ -60,25 +114,33 @@ def render(
     tone: str = "info",
     code: str | None = None,
     form_targets: tuple[str, ...] = (),
+    script: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> Response:
-    """Wrap ``body_html`` (already escaped) in the shared template."""
+    """Wrap ``body_html`` (already escaped) in the shared template.
+
+    ``form_targets`` are CSP sources the page's forms may post or be redirected to
+    besides the broker itself; ``script`` adds the copy-button script (and its hash).
+    """
+    tail = f"<script>{_COPY_JS}</script>" if script else ""
     html = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f"<title>{escape(title)} · Jira connection</title><style>{_CSS}</style></head>"
-        f'<body><main class="{tone}"><h1>{escape(title)}</h1>{body_html}</main></body></html>'
+        f'<body><main class="{tone}"><h1>{escape(title)}</h1>{body_html}</main>{tail}</body></html>'
     )
-    return Response(body=html, status_code=status, headers=_headers(form_targets, code))
+    return Response(body=html, status_code=status, headers=_headers(form_targets, code, script, headers))
 
 
-def _who(host: str, team: str, user: str) -> str:
+def _who(host: str | None, team: str, user: str) -> str:
+    jira = escape(host) if host else "<em>not set up yet</em>"
     return (
-        "<dl>"
-        f"<dt>Jira</dt><dd>{escape(host)}</dd>"
-        f"<dt>User</dt><dd>{escape(user)}</dd>"
-        f"<dt>Team</dt><dd>{escape(team)}</dd>"
-        "</dl>"
+        f"<dl><dt>Jira</dt><dd>{jira}</dd><dt>User</dt><dd>{escape(user)}</dd><dt>Team</dt><dd>{escape(team)}</dd></dl>"
     )
+
+
+def _at(host: str | None) -> str:
+    return f" at <strong>{escape(host)}</strong>" if host else ""
 
 
 def connect_page(*, host: str, team: str, user: str, action: str, jira_origin: str) -> Response:
@@ -87,8 +149,8 @@ def connect_page(*, host: str, team: str, user: str, action: str, jira_origin: s
         f"<p>You are connecting Jira at <strong>{escape(host)}</strong> for "
         f"<strong>{escape(user)}</strong> in team <strong>{escape(team)}</strong>.</p>"
         f"{_who(host, team, user)}"
-        "<p>Continue to Jira, sign in if asked, and click <em>Allow</em>. The broker will then act in "
-        "Jira as the account you approve with.</p>"
+        "<p><strong>Next:</strong> continue to Jira, sign in if asked, and click <em>Allow</em>. The broker "
+        "will then act in Jira as the account you approve with.</p>"
         f"<p><small>Not {escape(user)}? Don't continue: this link was made for someone else. "
         "Ask your chat bot for a link of your own.</small></p>"
         f'<form method=post action="{escape(action)}"><button type=submit>Continue to Jira</button></form>'
@@ -98,42 +160,317 @@ def connect_page(*, host: str, team: str, user: str, action: str, jira_origin: s
 
 def connected_page(*, host: str, team: str, user: str, display_name: str, jira_name: str) -> Response:
     body = (
-        f"<p>Connected as <strong>{escape(display_name or jira_name)}</strong>"
+        f"<p>Jira at <strong>{escape(host)}</strong> is connected for <strong>{escape(user)}</strong> in team "
+        f"<strong>{escape(team)}</strong>. The broker acts in Jira as "
+        f"<strong>{escape(display_name or jira_name)}</strong>"
         f"{f' ({escape(jira_name)})' if jira_name and display_name else ''}.</p>"
         f"{_who(host, team, user)}"
-        "<p>You can close this page and go back to your chat. To disconnect, revoke the access "
-        "under your Jira profile's <em>Applications</em> tab, or ask your chat bot.</p>"
+        "<p><strong>Next:</strong> you can close this page and go back to your chat. To disconnect, revoke the "
+        "access under your Jira profile's <em>Applications</em> tab, or ask your chat bot.</p>"
     )
     return render(f"Connected as {display_name or jira_name}", body, tone="ok")
 
 
 def denied_page(*, host: str, team: str, user: str) -> Response:
     body = (
-        "<p>You denied access in Jira, so nothing was connected and the broker stored nothing.</p>"
+        f"<p>You denied access in Jira at <strong>{escape(host)}</strong>, so <strong>{escape(user)}</strong> in "
+        f"team <strong>{escape(team)}</strong> is not connected, and the broker stored nothing.</p>"
         f"{_who(host, team, user)}"
-        "<p>If that was a mistake, open your connect link again and click <em>Allow</em> in Jira.</p>"
+        "<p><strong>Next:</strong> if that was a mistake, open your connect link again and click <em>Allow</em> "
+        "in Jira.</p>"
     )
     return render("Access denied", body, status=403, tone="error", code="access_denied")
 
 
+# -- errors -------------------------------------------------------------------------------
+_TITLES = {
+    "link_invalid": "This link is not valid",
+    "link_expired": "This link has expired",
+    "link_used": "This link was already used",
+    "link_outdated": "This link no longer applies",
+    "integration_not_found": "Jira is not set up for this team",
+    "cross_site_request": "Refused: sent from another site",
+    "csrf_token_invalid": "Refused: this form did not come from this page",
+}
+
 _NEXT_STEP = {
-    "link_invalid": "Ask your chat bot for a new link, and open it exactly as posted.",
-    "link_expired": "Ask your chat bot for a new link.",
-    "link_used": "You are already connected. To connect again, ask your chat bot for a new link.",
-    "link_outdated": "Ask your chat bot for a new link.",
-    "integration_not_found": "Ask your Jira admin to set up the team's Jira integration again.",
-    "request_token_unknown": "Open your connect link again and click Continue.",
-    "request_token_used": "If you are not connected yet, open your connect link again.",
-    "request_token_expired": "Open your connect link again and click Continue.",
-    "cross_site_request": "Open the connect link yourself and click Continue on the broker's page.",
+    CONNECT: {
+        "link_invalid": "Ask your chat bot for a new link, and open it exactly as posted.",
+        "link_expired": "Ask your chat bot for a new link.",
+        "link_used": "You are already connected. To connect again, ask your chat bot for a new link.",
+        "link_outdated": "Ask your chat bot for a new link.",
+        "integration_not_found": "Ask your Jira admin to set up the team's Jira integration again.",
+        "request_token_unknown": "Open your connect link again and click Continue.",
+        "request_token_used": "If you are not connected yet, open your connect link again.",
+        "request_token_expired": "Open your connect link again and click Continue.",
+        "cross_site_request": "Open the connect link yourself and click Continue on the broker's page.",
+    },
+    SETUP: {
+        "link_invalid": "Ask your chat bot for a new setup link, and open it exactly as posted.",
+        "link_expired": "Ask your chat bot for a new setup link. If you already generated a key pair, the new "
+        "link shows the same public key.",
+        "link_used": "Jira is already set up through this link. To change the setup, ask your chat bot for a new "
+        "setup link; to connect another account, ask it for a connect link.",
+        "cross_site_request": "Open your setup link yourself and use the form on the broker's page.",
+        "csrf_token_invalid": "Open your setup link again and send the form from that page. If this keeps "
+        "happening, allow cookies for this site.",
+        "body_too_large": "Choose the private key's PEM file itself: it is a few kilobytes.",
+        "invalid_body": "Open your setup link again and send the form from that page.",
+    },
 }
 
 
-def error_page(error: BrokerError, *, title: str = "This didn't work") -> Response:
-    """A page naming what went wrong and what to do next."""
-    next_step = _NEXT_STEP.get(error.code, "")
-    body = f"<p>{escape(error.message)}</p>"
+def _about(who: Who, kind: str) -> str:
+    if kind == SETUP:
+        return (
+            f"<p>This setup link was made for <strong>{escape(who.user)}</strong> to set up Jira"
+            f"{_at(who.host)} for team <strong>{escape(who.team)}</strong>.</p>"
+        )
+    return (
+        f"<p>This link was made to connect Jira{_at(who.host)} for <strong>{escape(who.user)}</strong> "
+        f"in team <strong>{escape(who.team)}</strong>.</p>"
+    )
+
+
+def error_page(
+    error: BrokerError, *, title: str | None = None, who: Who | None = None, kind: str = CONNECT
+) -> Response:
+    """A page naming what went wrong, whose link it was (when known) and what to do next."""
+    next_step = _NEXT_STEP.get(kind, {}).get(error.code, "")
+    body = _about(who, kind) if who else ""
+    body += f"<p>{escape(error.message)}</p>"
     if next_step:
         body += f"<p><strong>What to do:</strong> {escape(next_step)}</p>"
     body += f"<p><small>Error code: <code>{escape(error.code)}</code></small></p>"
-    return render(title, body, status=error.status, tone="error", code=error.code)
+    heading = title or _TITLES.get(error.code, "This didn't work")
+    return render(heading, body, status=error.status, tone="error", code=error.code)
+
+
+def link_errors(kind: str, describe: Callable[[str, str], Who | None]) -> Callable[[View], View]:
+    """For ``/connect/{token}`` and ``/setup/{token}`` routes: a :class:`BrokerError` becomes an error
+    page that names whose link it was, from ``describe(token, kind)`` (which must not raise).
+
+    Put it under ``page_route``, which still answers any other exception.
+    """
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(**params: str) -> Response:
+            try:
+                return view(**params)
+            except BrokerError as error:
+                return error_page(error, who=describe(params["token"], kind), kind=kind)
+
+        return wrapper
+
+    return decorate
+
+
+# -- the admin's setup page -------------------------------------------------------------------
+APPLICATION_NAME = "Jira OAuth broker"
+
+_SETUP_NEXT_STEP = {
+    "consumer_key_unknown": "Compare the consumer key on Jira's incoming authentication screen (step 2) with "
+    "the one in step 3: they must be exactly the same.",
+    "signature_invalid": "Check that Jira's Application Link holds the public key shown in step 1 (all of "
+    "it), and that the base URL is Jira's own Base URL.",
+    "jira_unreachable": "Check the base URL for typos, and that Jira can be reached from the broker.",
+    "jira_timeout": "Check that Jira is up, then try again.",
+    "jira_tls_error": "Jira's HTTPS certificate must be valid and trusted; check the base URL and the certificate.",
+    "invalid_base_url": "Type the address people open Jira at, such as https://jira.example.com.",
+}
+
+
+@dataclass(frozen=True)
+class SetupView:
+    """What the setup page shows. ``error`` makes it the page after a failed verification."""
+
+    team: str
+    user: str
+    action: str  # the forms' URL
+    csrf_token: str
+    expires_at: int
+    broker_url: str  # the Application URL the admin gives Jira
+    consumer_key: str
+    base_url: str = ""
+    public_key: str | None = None  # the generated (pending) key pair's public half
+    fingerprint: str | None = None
+    current_host: str | None = None  # the team's integration, when it has one
+    current_consumer_key: str | None = None
+    error: BrokerError | None = None
+    key_dropped: bool = False  # a pasted or uploaded private key was sent, and deliberately not shown again
+    form_targets: tuple[str, ...] = ()
+
+
+def _until(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _hidden(view: SetupView, action: str) -> str:
+    return (
+        f'<input type=hidden name=csrf_token value="{escape(view.csrf_token)}">'
+        f'<input type=hidden name=action value="{action}">'
+    )
+
+
+def _problem(view: SetupView) -> str:
+    error = view.error
+    if error is None:
+        return ""
+    next_step = _SETUP_NEXT_STEP.get(error.code, "")
+    html = (
+        "<div class=notice role=alert id=problem><h2>The setup did not work</h2>"
+        f"<p>{escape(error.message)}</p>"
+        + (f"<p><strong>What to do:</strong> {escape(next_step)}</p>" if next_step else "")
+        + (
+            "<p>For your safety the private key you sent was not kept: paste it or choose its file again.</p>"
+            if view.key_dropped
+            else ""
+        )
+        + f"<p><small>Error code: <code>{escape(error.code)}</code>. Nothing was saved.</small></p></div>"
+    )
+    return html
+
+
+def _key_step(view: SetupView) -> str:
+    generate = f'<form method=post action="{escape(view.action)}">{_hidden(view, "generate")}'
+    if view.public_key:
+        generated = (
+            '<p class="notice ok" role=status>The broker made a key pair and keeps its private key. Paste this '
+            "public key into Jira in step 2.</p>"
+            "<label for=public-key>Public key</label>"
+            f"<textarea id=public-key rows=9 readonly spellcheck=false>{escape(view.public_key)}</textarea>"
+            "<p><button type=button class=small data-copy=public-key hidden>Copy public key</button></p>"
+            f"<p class=hint>Fingerprint: <code>{escape(view.fingerprint or '')}</code></p>"
+            f"{generate}<button type=submit class=secondary>Generate a new key pair</button></form>"
+            "<p class=hint>A new pair replaces this one: Jira would then need the new public key.</p>"
+        )
+    else:
+        generated = (
+            "<p>The broker creates the key pair and keeps the private key in AWS Secrets Manager. You only copy "
+            "the public key into Jira; the private key never leaves the broker.</p>"
+            f"{generate}<button type=submit>Generate a key pair here</button></form>"
+        )
+    own_open = " open" if view.key_dropped else ""
+    return (
+        "<section aria-labelledby=step-key id=key><h2 id=step-key>1. The key</h2>"
+        "<p>Jira checks every request the broker sends against the public half of a key pair. The private half "
+        "must stay secret: never paste it into a chat.</p>"
+        "<h3>Generate a key pair here <span class=tag>recommended</span></h3>"
+        f"{generated}"
+        # The own-key fields belong to the main form below (form=setup-form), not to the generate form.
+        f"<details{own_open}><summary>I have a private key</summary>"
+        "<p>Use your own instead: an unencrypted RSA private key in PEM (PKCS#1 or PKCS#8), at least 2048 bits. "
+        "Paste it, or choose its file (a chosen file wins). It is sent once, kept in AWS Secrets Manager, and "
+        "never shown again.</p>"
+        "<label for=private-key>Private key (PEM)</label>"
+        "<textarea id=private-key name=private_key form=setup-form rows=6 autocomplete=off spellcheck=false "
+        'placeholder="-----BEGIN PRIVATE KEY-----"></textarea>'
+        "<label for=private-key-file>Or its file</label>"
+        '<input id=private-key-file name=private_key_file form=setup-form type=file accept=".pem,.key,.txt">'
+        "<p class=hint>In step 2, give Jira its public key: <code>openssl pkey -in key.pem -pubout</code>.</p>"
+        "</details></section>"
+    )
+
+
+_OPEN_APPLINKS = (
+    "<li>Open <strong>Administration</strong> (the cog) &rsaquo; <strong>Applications</strong> &rsaquo; "
+    "<strong>Application links</strong>.</li>"
+)
+
+
+def _jira_steps(view: SetupView) -> str:
+    name, consumer_key = escape(APPLICATION_NAME), escape(view.consumer_key)
+    common = (
+        "<li>Jira says <em>No response was received from the URL you entered</em>. That is expected (the broker "
+        "is not an Atlassian product): click <strong>Continue</strong>.</li>"
+        f"<li>In <strong>Link applications</strong>: Application Name <code>{name}</code>, Application Type "
+        "<strong>Generic Application</strong>. The outgoing fields (Service Provider Name, Consumer key, Shared "
+        "secret, Request Token URL, Access token URL, Authorize URL) are not used by the broker: Jira wants them "
+        "filled, so type anything (the Application URL will do for the URLs). Tick <strong>Create incoming "
+        "link</strong> and click <strong>Continue</strong>.</li>"
+        f"<li>On the incoming screen: Consumer Key <code>{consumer_key}</code>, Consumer Name <code>{name}</code>, "
+        "Public Key: all of the public key from step 1, from <code>-----BEGIN PUBLIC KEY-----</code> to the END "
+        "line. Click <strong>Continue</strong>.</li>"
+    )
+    return (
+        "<section aria-labelledby=step-jira><h2 id=step-jira>2. Create the Application Link in Jira</h2>"
+        "<p>As a Jira administrator, create a link with these values:</p>"
+        "<dl>"
+        f"<dt>Application URL</dt><dd><code id=broker-url>{escape(view.broker_url)}</code> "
+        "<button type=button class=small data-copy=broker-url hidden>Copy</button></dd>"
+        f"<dt>Application name</dt><dd><code>{name}</code></dd>"
+        "<dt>Application type</dt><dd>Generic Application</dd>"
+        f"<dt>Consumer key</dt><dd><code>{consumer_key}</code> <small>(or your own: then type it in step 3)"
+        "</small></dd>"
+        f"<dt>Consumer name</dt><dd><code>{name}</code></dd>"
+        "<dt>Public key</dt><dd>the public key from step 1</dd>"
+        "</dl>"
+        "<details open><summary>Jira 9: the Application links page has a <em>Create link</em> button</summary><ol>"
+        f"{_OPEN_APPLINKS}"
+        "<li>Click <strong>Create link</strong>. Choose <strong>Atlassian product</strong> (some versions call it "
+        "<strong>Direct application link</strong>), not <strong>External application</strong>: that makes an "
+        "OAuth 2.0 link, which the broker does not use.</li>"
+        "<li>Paste the Application URL into <strong>Application URL</strong> and click <strong>Continue</strong>."
+        f"</li>{common}</ol></details>"
+        "<details><summary>Jira 8: the Application links page has a URL box and a <em>Create new link</em> button"
+        "</summary><ol>"
+        f"{_OPEN_APPLINKS}"
+        "<li>Paste the Application URL into <strong>Enter the URL of the application you want to link</strong> and "
+        f"click <strong>Create new link</strong>.</li>{common}</ol></details>"
+        "<p class=hint>Already have a link for the broker? Edit it (the pencil), open <strong>Incoming "
+        "Authentication</strong>, and set the consumer key and public key there.</p></section>"
+    )
+
+
+def _where_step(view: SetupView) -> str:
+    return (
+        "<section aria-labelledby=step-where><h2 id=step-where>3. Where Jira is</h2>"
+        "<label for=base-url>Jira base URL</label>"
+        f'<input id=base-url name=base_url type=url required inputmode=url autocomplete=url value="'
+        f'{escape(view.base_url)}" placeholder="https://jira.example.com" aria-describedby=base-url-hint>'
+        "<p class=hint id=base-url-hint>The address people open Jira at, with its context path if it has one "
+        "(https://example.com/jira). Use Jira's own Base URL exactly (Administration &rsaquo; System &rsaquo; General "
+        "configuration), or Jira rejects the broker's signatures.</p>"
+        "<label for=consumer-key>Consumer key</label>"
+        f'<input id=consumer-key name=consumer_key type=text required autocomplete=off spellcheck=false value="'
+        f'{escape(view.consumer_key)}" aria-describedby=consumer-key-hint>'
+        "<p class=hint id=consumer-key-hint>The consumer key you gave Jira's incoming screen in step 2.</p>"
+        "</section>"
+    )
+
+
+def setup_page(view: SetupView, *, headers: dict[str, str] | None = None) -> Response:
+    """The setup link's page: the key, Jira's screens, Jira's address, then Verify and connect."""
+    current = ""
+    if view.current_host:
+        current = (
+            f"<p class='notice info'>Team <strong>{escape(view.team)}</strong> already has Jira at "
+            f"<strong>{escape(view.current_host)}</strong> set up (consumer key "
+            f"<code>{escape(view.current_consumer_key or '')}</code>). Verifying again replaces that setup; a "
+            "different base URL or consumer key disconnects every user of the team.</p>"
+        )
+    body = (
+        f"<p>You are setting up Jira for team <strong>{escape(view.team)}</strong>. When Jira accepts the setup, "
+        f"you go on to connect your own Jira account, as <strong>{escape(view.user)}</strong>.</p>"
+        f"{_who(view.current_host, view.team, view.user)}"
+        f"{_problem(view)}{current}{_key_step(view)}"
+        f'<form id=setup-form method=post action="{escape(view.action)}" enctype=multipart/form-data>'
+        f"{_hidden(view, 'verify')}{_jira_steps(view)}{_where_step(view)}"
+        "<section aria-labelledby=step-verify><h2 id=step-verify>4. Verify and connect</h2>"
+        "<p>The broker asks Jira for a token with this key. Nothing is saved unless Jira accepts. Then you continue "
+        f"to Jira to allow access to your own account ({escape(view.user)}).</p>"
+        "<button type=submit>Verify and connect</button></section></form>"
+        f"<p><small>This setup link works once, until {_until(view.expires_at)}. Don't forward it: whoever "
+        "holds it can set up the team's Jira.</small></p>"
+    )
+    error = view.error
+    return render(
+        f"Set up Jira for team {view.team}",
+        body,
+        status=error.status if error else 200,
+        code=error.code if error else None,
+        form_targets=view.form_targets,
+        script=True,
+        headers=headers,
+    )

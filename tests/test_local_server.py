@@ -133,7 +133,8 @@ def test_whole_flow_through_chalice_local(
         browser = requests.Session()
         page = browser.get(connect_url, timeout=15)
         assert page.status_code == 200 and "alice" in page.text and "Continue to Jira" in page.text
-        action = local_broker.url + _form_action(page.text)
+        action = _form_action(page.text)
+        assert action.startswith(local_broker.url + "/connect/")
         to_jira = browser.post(
             action, timeout=15, allow_redirects=False, headers={"Sec-Fetch-Site": "same-origin", "Origin": "null"}
         )

@@ -1,0 +1,309 @@
+"""The admin's setup page: from a setup link to a verified integration and their own connected account.
+
+1. A service asks for a setup link for the team's admin: :func:`create_link`
+   (``POST /v1/teams/{team}/jira/setup-link``). It works before any integration exists.
+2. The admin opens it: :func:`show` renders the page (no side effect besides the CSRF cookie).
+3. "Generate a key pair here": :func:`submit` with ``action=generate`` stores a pending key
+   pair (as ``POST .../key-pair`` does) and shows the page again with the public key.
+4. "Verify and connect": :func:`submit` with ``action=verify`` runs the very same
+   validation and proof against Jira as ``PUT /v1/teams/{team}/jira``. On failure the
+   page comes back with the cause, keeping what was typed except a private key. On
+   success the link is used up and the admin goes on to Jira's authorize page
+   through a fresh connect link of their own.
+
+CSRF: a double-submit token (a random value in an ``HttpOnly; SameSite=Strict`` cookie
+scoped to ``/setup`` and the same value in each form) plus the same-origin check the
+connect button uses.
+
+Example::
+
+    link = create_link("acme", {"user": "alice"})
+    link["url"]          # "https://broker.example.com/setup/eyJr...."
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import time
+from email import policy
+from email.parser import BytesParser
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from chalice import Response
+from chalice.app import Request
+
+from . import clock, connect, integrations
+from .config import Settings, load_settings
+from .errors import BrokerError, Forbidden, Gone, InvalidRequest, NotFound
+from .keys import fingerprint, public_pem
+from .links import SETUP, LinkClaims, new_link_id
+from .logs import logger
+from .pages import SetupView, setup_page
+from .resources import link_signer, store_for, vault_for
+from .responses import redirect
+from .store import COMPLETED
+from .urls import host_label, validate_id
+from .web import check_same_origin
+
+DEFAULT_CONSUMER_KEY = "jira-oauth-broker"
+CSRF_COOKIE = "broker_setup_csrf"
+CSRF_FIELD = "csrf_token"
+MAX_FORM_BYTES = 64 * 1024  # a 4096-bit PEM key is about 3.3 KB
+_MAX_FIELDS = 16
+_CSRF_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
+_RECORD_KIND = "setup"
+# API Gateway ends every request at 29 s. Going on to Jira costs one more call to Jira
+# (connect + read timeouts); when the setup already took too long, the admin gets the
+# connect page and its Continue button instead.
+_GATEWAY_SECONDS = 29.0
+
+
+# -- the API: a setup link ------------------------------------------------------------------
+def create_link(team: str, body: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """Mint a setup link for ``body["user"]``, the admin who sets team ``team`` up.
+
+    No integration is needed. Raises 400 ``missing_field``, ``invalid_user`` or ``invalid_expires_in``.
+    """
+    settings = settings or load_settings()
+    raw_user = body.get("user")
+    if raw_user in (None, ""):
+        raise InvalidRequest("The field 'user' is required.", code="missing_field", details={"field": "user"})
+    if not isinstance(raw_user, str):
+        raise InvalidRequest("The user id must be a string.", code="invalid_user")
+    user = validate_id("user", raw_user)
+    lifetime = connect.link_lifetime(body.get("expires_in"))
+    now = clock.now()
+    claims = LinkClaims(SETUP, new_link_id(), team, user, now + lifetime)
+    store_for(settings).put_link(
+        claims.link_id,
+        {
+            "kind": _RECORD_KIND,
+            "team": team,
+            "user": user,
+            "created_at": now,
+            "expires_at": claims.expires_at,
+            "ttl": claims.expires_at + connect.LINK_RECORD_GRACE,
+        },
+    )
+    token = link_signer(settings).mint(claims)
+    logger.info("setup link created", extra={"team": team, "user": user, "expires_in": lifetime})
+    return {
+        "url": f"{settings.public_url}/setup/{token}",
+        "expires_at": clock.iso(claims.expires_at),
+        "expires_in": lifetime,
+    }
+
+
+def check_link(token: str, settings: Settings) -> LinkClaims:
+    """A usable setup link's claims, or raise ``link_invalid`` (404), ``link_expired`` or ``link_used`` (410)."""
+    claims = link_signer(settings).verify(token, now=clock.now(), kind=SETUP)
+    link = store_for(settings).get_link(claims.link_id)
+    if link is None or link.get("kind") != _RECORD_KIND:
+        raise NotFound("This setup link is no longer known to the broker.", code="link_invalid")
+    if link.get("status") == COMPLETED:
+        raise Gone(
+            f"This setup link was already used: team {claims.team}'s Jira was set up through it.", code="link_used"
+        )
+    return claims
+
+
+# -- the page ---------------------------------------------------------------------------------
+def show(token: str, request: Request | None) -> Response:
+    """``GET /setup/{token}``: the setup page. Changes nothing but the CSRF cookie."""
+    settings = load_settings()
+    claims = check_link(token, settings)
+    return _page(claims, token, _csrf_cookie(request) or secrets.token_urlsafe(32), settings)
+
+
+def submit(token: str, request: Request | None) -> Response:
+    """``POST /setup/{token}``: generate a key pair, or verify and connect.
+
+    Raises (for the error page): the link's errors, 403 ``cross_site_request`` or
+    ``csrf_token_invalid``, 413 ``body_too_large``, 400 ``invalid_body``.
+    """
+    settings = load_settings()
+    claims = check_link(token, settings)
+    request = _required(request)
+    try:
+        check_same_origin(request)
+    except Forbidden:
+        raise Forbidden(
+            "This form was sent from another site, so the broker changed nothing.", code="cross_site_request"
+        ) from None
+    form = read_form(request)
+    csrf = _check_csrf(request, form)
+    if form.get("action") == "generate":
+        integrations.create_key_pair(claims.team, {}, settings)
+        logger.info("setup page: key pair generated", extra={"team": claims.team, "user": claims.user})
+        return redirect(f"{_page_url(token, settings)}#key")
+    return _verify(claims, token, form, csrf, settings)
+
+
+def _verify(claims: LinkClaims, token: str, form: dict[str, str], csrf: str, settings: Settings) -> Response:
+    started = time.monotonic()
+    private_key = (form.get("private_key_file") or "").strip() or (form.get("private_key") or "").strip()
+    body = {"base_url": form.get("base_url", "").strip(), "consumer_key": form.get("consumer_key", "").strip()}
+    if private_key:
+        body["private_key"] = private_key
+    try:
+        integrations.put_integration(claims.team, body, settings)
+    except BrokerError as error:
+        logger.info("setup page: verification failed", extra={"team": claims.team, "code": error.code})
+        return _page(claims, token, csrf, settings, typed=body, error=_for_page(error), key_dropped=bool(private_key))
+    store = store_for(settings)
+    store.complete_link(claims.link_id, clock.now())
+    logger.info("setup page: integration verified and saved", extra={"team": claims.team, "user": claims.user})
+
+    # Go on to Jira as the admin, through a connect link of their own (its page is the fallback).
+    connect_token, _ = connect.new_link(claims.team, claims.user, settings)
+    connect_url = f"{settings.public_url}/connect/{connect_token}"
+    if time.monotonic() - started > _GATEWAY_SECONDS - sum(settings.jira_timeout) - 2:
+        return redirect(connect_url)
+    try:
+        return redirect(connect.start(connect_token, settings))
+    except BrokerError as error:
+        logger.info("setup page: could not start connecting", extra={"team": claims.team, "code": error.code})
+        return redirect(connect_url)
+
+
+def _for_page(error: BrokerError) -> BrokerError:
+    """The API's wording, where the page offers a different way."""
+    if error.code == "private_key_required":
+        return InvalidRequest(
+            "There is no key yet. Generate a key pair in step 1 (and give Jira its public key), or paste your own "
+            "private key under 'I have a private key'.",
+            code="private_key_required",
+        )
+    return error
+
+
+def _page(
+    claims: LinkClaims,
+    token: str,
+    csrf: str,
+    settings: Settings,
+    *,
+    typed: dict[str, str] | None = None,
+    error: BrokerError | None = None,
+    key_dropped: bool = False,
+) -> Response:
+    team = claims.team
+    pending = vault_for(settings).pending_key(team)
+    current = store_for(settings).get_integration(team)
+    typed = typed or {}
+    view = SetupView(
+        team=team,
+        user=claims.user,
+        action=_page_url(token, settings),
+        csrf_token=csrf,
+        expires_at=claims.expires_at,
+        broker_url=settings.public_url,
+        consumer_key=typed.get("consumer_key") or (current or {}).get("consumer_key") or DEFAULT_CONSUMER_KEY,
+        base_url=typed.get("base_url") or (current or {}).get("base_url") or "",
+        public_key=public_pem(pending) if pending else None,
+        fingerprint=fingerprint(pending) if pending else None,
+        current_host=host_label(current["base_url"]) if current else None,
+        current_consumer_key=current["consumer_key"] if current else None,
+        error=error,
+        key_dropped=key_dropped,
+        # Verify and connect ends in a redirect to Jira, whose address is typed on this very page.
+        form_targets=("https:", "http:") if settings.allow_http_jira else ("https:",),
+    )
+    return setup_page(view, headers={"Set-Cookie": _cookie(csrf, settings)})
+
+
+def _page_url(token: str, settings: Settings) -> str:
+    return f"{settings.public_url}/setup/{token}"
+
+
+# -- CSRF ---------------------------------------------------------------------------------
+def _cookie(value: str, settings: Settings) -> str:
+    public = urlsplit(settings.public_url)
+    secure = "; Secure" if public.scheme == "https" else ""
+    return f"{CSRF_COOKIE}={value}; Path={public.path}/setup; HttpOnly; SameSite=Strict{secure}"
+
+
+def _csrf_cookie(request: Request | None) -> str | None:
+    raw = (request.headers.get("cookie") if request is not None else None) or ""
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(raw)
+    except CookieError:
+        return None
+    morsel = jar.get(CSRF_COOKIE)
+    value = morsel.value if morsel is not None else ""
+    return value if _CSRF_VALUE.match(value) else None
+
+
+def _check_csrf(request: Request, form: dict[str, str]) -> str:
+    expected = _csrf_cookie(request)
+    sent = form.get(CSRF_FIELD, "")
+    if expected is None or not hmac.compare_digest(expected.encode(), sent.encode()):
+        raise Forbidden(
+            "This form did not come from the setup page this browser opened (its security token is missing or "
+            "does not match), so the broker changed nothing.",
+            code="csrf_token_invalid",
+        )
+    return expected
+
+
+# -- reading the form --------------------------------------------------------------------------
+def read_form(request: Request) -> dict[str, str]:
+    """The fields of an urlencoded or multipart form (an uploaded file's content as text); first value wins."""
+    raw = request.raw_body or b""
+    body = raw.encode() if isinstance(raw, str) else raw
+    if len(body) > MAX_FORM_BYTES:
+        raise BrokerError(
+            f"The form is larger than {MAX_FORM_BYTES // 1024} KiB, so the broker did not read it.",
+            code="body_too_large",
+            status=413,
+        )
+    content_type = request.headers.get("content-type") or ""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if mime == "application/x-www-form-urlencoded":
+        try:
+            pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+        except ValueError:
+            raise _bad_form() from None
+    elif mime == "multipart/form-data":
+        pairs = _multipart(content_type, body)
+    else:
+        raise _bad_form()
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)
+    return fields
+
+
+def _multipart(content_type: str, body: bytes) -> list[tuple[str, str]]:
+    head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise _bad_form()
+    pairs: list[tuple[str, str]] = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True)
+        pairs.append((name, payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""))
+        if len(pairs) > _MAX_FIELDS:
+            raise _bad_form()
+    return pairs
+
+
+def _bad_form() -> InvalidRequest:
+    return InvalidRequest(
+        "The broker could not read this form. Send it from the setup page.",
+        code="invalid_body",
+    )
+
+
+def _required(request: Request | None) -> Request:
+    if request is None:  # Chalice sets current_request for every HTTP invocation
+        raise BrokerError("No HTTP request is in progress.")
+    return request

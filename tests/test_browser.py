@@ -1,0 +1,427 @@
+"""The pages in a real browser: Debian's Chromium, driven by Playwright, against the real local stack
+(`make run`'s runner: embedded moto + chalice local) and the fake Jira on loopback.
+
+An admin goes from a setup link to a verified integration and their own connected account with the
+broker-generated key; users connect, deny, and open expired and used links. Every page's headers are
+checked as the browser received them, no CSP violation may occur, and each page is saved as a
+screenshot under test-output/screenshots/ (`make test-browser`).
+
+Skips, saying why, without /usr/bin/chromium or the playwright package (`pip install playwright`;
+never `playwright install`: the browser is Debian's).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from chalicelib.links import CONNECT, LinkClaims, LinkSigner, new_link_id
+from scripts.local_aws import FAKE_CREDENTIALS
+from tests.conftest import CONSUMER_KEY, public_pem
+from tests.fakejira import FakeJira
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page, Response
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-output" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+# Chromium as root in a container: no sandbox, no GPU, and nothing that phones home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1100, "height": 900}
+API_KEY = "jb_browser-key-00000000000000000000000000000"
+SIGNING_KEY_SECRET = "jira-oauth-broker/local/broker/link-signing-key"
+
+
+# -- the browser, the local stack, the fake Jira ------------------------------------------------------
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); the browser tests need it")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is not installed: .venv/bin/pip install playwright")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class Stack:
+    """`make run`'s runner on a free port: its URL, its moto endpoint and its (redacted) output."""
+
+    url: str
+    process: subprocess.Popen[str]
+    log_path: Path
+    moto: str = ""
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+    def link_signer(self) -> LinkSigner:
+        """The broker's own link signer, read from the stack's moto (to mint an already-expired link)."""
+        client = boto3.client(
+            "secretsmanager",
+            endpoint_url=self.moto,
+            region_name="us-east-1",
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        return LinkSigner(client.get_secret_value(SecretId=SIGNING_KEY_SECRET)["SecretString"].encode())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def stack(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("browser") / "run_local.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BROKER_"))}
+    env.update(PORT=str(port), BROKER_API_KEY=API_KEY)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scripts.run_local"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    running = Stack(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_until_up(running)
+        match = re.search(r"moto at (http://\S+);", running.output())
+        assert match, running.output()
+        running.moto = match.group(1)
+        yield running
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _wait_until_up(running: Stack) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if running.process.poll() is not None:
+            raise AssertionError(f"the runner exited early:\n{running.output()}")
+        try:
+            if requests.get(running.url + "/health", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError(f"chalice local did not come up:\n{running.output()}")
+
+
+@pytest.fixture(scope="module")
+def fake_jira() -> Iterator[FakeJira]:
+    """A Jira with users and no Application Link yet: the admin creates it during the test."""
+    with FakeJira(context_path="/jira") as fake:
+        fake.add_user("alice", key="JIRAUSER10100", display_name="Alice Example", email="alice@example.com")
+        fake.add_user("bob", key="JIRAUSER10200", display_name="Bob <Builder>", email="bob@example.com")
+        yield fake
+
+
+# -- watching what the browser gets --------------------------------------------------------------------
+@dataclass
+class Watch:
+    """Every broker page the browser received (with its headers), and every console error."""
+
+    origin: str
+    pages: list[tuple[str, int, dict[str, str]]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> Page:
+        page.on("response", self._response)
+        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        return page
+
+    def _response(self, response: Response) -> None:
+        headers = response.headers
+        if response.url.startswith(self.origin) and headers.get("content-type", "").startswith("text/html"):
+            self.pages.append((urlsplit(response.url).path.split("/")[1], response.status, headers))
+
+    def check(self) -> None:
+        """Each page carried the headers, and nothing on any page broke its CSP."""
+        assert self.pages
+        for kind, status, headers in self.pages:
+            csp = headers["content-security-policy"]
+            assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp, (kind, status, csp)
+            assert headers["referrer-policy"] == "no-referrer", (kind, status)
+            assert headers["cache-control"] == "no-store", (kind, status)
+            assert "script-src" not in csp or kind == "setup", (kind, csp)  # the copy button's page only
+        csp_errors = [e for e in self.errors if "Content Security Policy" in e or "Refused" in e]
+        assert not csp_errors, csp_errors
+
+
+def _context(chromium: Browser, viewport: dict[str, int], **options: Any) -> BrowserContext:
+    context = chromium.new_context(viewport=viewport, **options)
+    context.set_default_timeout(20_000)
+    return context
+
+
+def _shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _fits(page: Page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    viewport = page.viewport_size
+    assert viewport is not None and width <= viewport["width"], f"the page is {width}px wide"
+
+
+def _heading(page: Page) -> str:
+    return str(page.locator("h1").inner_text())
+
+
+def _allow_in_jira(page: Page, jira: FakeJira, username: str) -> None:
+    """On the fake Jira's consent page: type who you are, click Allow."""
+    page.wait_for_url(f"{jira.base_url}/plugins/servlet/oauth/authorize?**")
+    form = page.locator("form").filter(has=page.get_by_role("button", name="Allow"))
+    form.locator("input[name=username]").fill(username)
+    form.get_by_role("button", name="Allow").click()
+
+
+def _set_up_by_api(stack: Stack, jira: FakeJira, team: str, key: rsa.RSAPrivateKey, private_pem: str) -> None:
+    consumer_key = f"broker-{team}"
+    jira.add_consumer(consumer_key, public_pem(key))
+    body = {"base_url": jira.base_url, "consumer_key": consumer_key, "private_key": private_pem}
+    answer = stack.api("PUT", f"/v1/teams/{team}/jira", json=body)
+    assert answer.status_code == 201, answer.text
+
+
+# -- the admin -------------------------------------------------------------------------------------------------
+def test_admin_goes_from_a_setup_link_to_a_connected_account(
+    chromium: Browser, stack: Stack, fake_jira: FakeJira
+) -> None:
+    jira = fake_jira
+    host = urlsplit(jira.base_url).netloc
+    link = stack.api("POST", "/v1/teams/acme/jira/setup-link", json={"user": "alice"}).json()["url"]
+    context = _context(chromium, DESKTOP)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.url)
+    watch = Watch(stack.url)
+    page = watch.attach(context.new_page())
+
+    # The chat bot's link opens the setup page.
+    opened = page.goto(link)
+    assert opened is not None and opened.status == 200
+    assert _heading(page) == "Set up Jira for team acme"
+    assert "connect your own Jira account, as alice" in page.inner_text("main")
+    assert page.get_by_text("Jira 9: the Application links page").is_visible()
+    _shot(page, "01-setup-page")
+
+    # 1. Let the broker make the key pair; the page shows the public key with a working copy button.
+    page.get_by_role("button", name="Generate a key pair here").click()
+    page.wait_for_url(f"{link}#key")
+    public = page.get_by_label("Public key", exact=True).input_value()
+    assert public.startswith("-----BEGIN PUBLIC KEY-----")
+    copy = page.get_by_role("button", name="Copy public key")
+    assert copy.is_visible()  # shown by the script (hidden without JavaScript)
+    copy.click()
+    page.get_by_role("button", name="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == public
+    _shot(page, "02-setup-key-generated")
+
+    # 2. The admin creates the Application Link in Jira with that public key.
+    jira.add_consumer(CONSUMER_KEY, public)
+
+    # 3. and 4. A typo in the consumer key: the page comes back naming the cause, keeping what was typed.
+    page.get_by_label("Jira base URL").fill(jira.base_url)
+    page.get_by_label("Consumer key", exact=True).fill("jira-oauth-brokr")
+    page.get_by_role("button", name="Verify and connect").click()
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    assert "no Application Link with consumer key 'jira-oauth-brokr'" in alert.inner_text()
+    assert page.get_by_label("Jira base URL").input_value() == jira.base_url
+    assert page.get_by_label("Consumer key", exact=True).input_value() == "jira-oauth-brokr"
+    assert page.get_by_label("Public key", exact=True).input_value() == public
+    _shot(page, "03-setup-failure")
+
+    # Fixed: Verify and connect goes on to Jira's own Allow page...
+    page.get_by_label("Consumer key", exact=True).fill(CONSUMER_KEY)
+    page.get_by_role("button", name="Verify and connect").click()
+    page.wait_for_url(f"{jira.base_url}/plugins/servlet/oauth/authorize?**")
+    assert "would like to access your data" in page.inner_text("body")
+    _shot(page, "04-jira-authorize")
+
+    # ...and back on the broker, the admin's own account is connected.
+    _allow_in_jira(page, jira, "alice")
+    page.wait_for_url(f"{stack.url}/oauth/callback?**")
+    assert _heading(page) == "Connected as Alice Example"
+    text = page.inner_text("main")
+    assert host in text and "alice" in text and "acme" in text
+    _shot(page, "05-connected")
+
+    integration = stack.api("GET", "/v1/teams/acme/jira").json()
+    assert integration["public_key"].strip() == public.strip() and integration["consumer_key"] == CONSUMER_KEY
+    assert stack.api("GET", "/v1/teams/acme/users/alice/jira").json()["jira_user"]["name"] == "alice"
+
+    # The setup link worked once.
+    again = page.goto(link)
+    assert again is not None and again.status == 410
+    assert _heading(page) == "This link was already used"
+    assert "alice" in page.inner_text("main") and host in page.inner_text("main")
+    _shot(page, "06-setup-link-used")
+
+    watch.check()
+    context.close()
+
+
+def test_setup_with_an_uploaded_key_file(
+    chromium: Browser, stack: Stack, fake_jira: FakeJira, rsa_key: rsa.RSAPrivateKey, private_pem: str
+) -> None:
+    jira = fake_jira
+    jira.add_consumer("broker-globex", public_pem(rsa_key))
+    link = stack.api("POST", "/v1/teams/globex/jira/setup-link", json={"user": "bob"}).json()["url"]
+    context = _context(chromium, DESKTOP)
+    watch = Watch(stack.url)
+    page = watch.attach(context.new_page())
+    page.goto(link)
+    page.get_by_text("I have a private key").click()
+    page.get_by_label("Or its file").set_input_files(
+        files=[{"name": "jira.pem", "mimeType": "application/x-pem-file", "buffer": private_pem.encode()}]
+    )
+    page.get_by_label("Jira base URL").fill(jira.base_url)
+    page.get_by_label("Consumer key", exact=True).fill("broker-globex")
+    _shot(page, "12-setup-own-key")
+    page.get_by_role("button", name="Verify and connect").click()
+    _allow_in_jira(page, jira, "bob")
+    page.wait_for_url(f"{stack.url}/oauth/callback?**")
+    assert _heading(page) == "Connected as Bob <Builder>"  # escaped in the HTML, shown as typed
+    assert stack.api("GET", "/v1/teams/globex/jira").json()["consumer_key"] == "broker-globex"
+    watch.check()
+    context.close()
+
+
+def test_setup_page_on_a_phone_without_javascript(chromium: Browser, stack: Stack) -> None:
+    link = stack.api("POST", "/v1/teams/hooli/jira/setup-link", json={"user": "gavin"}).json()["url"]
+    context = _context(chromium, PHONE, is_mobile=True, has_touch=True, java_script_enabled=False)
+    watch = Watch(stack.url)
+    page = watch.attach(context.new_page())
+    page.goto(link)
+    _fits(page)
+    _shot(page, "13-setup-page-phone-no-javascript")
+    # The form works without JavaScript; only the copy buttons stay hidden.
+    page.get_by_role("button", name="Generate a key pair here").click()
+    page.wait_for_url(f"{link}#key")
+    assert page.get_by_label("Public key", exact=True).input_value().startswith("-----BEGIN PUBLIC KEY-----")
+    assert page.locator("button[data-copy]").count() == 2
+    assert not page.locator("button[data-copy]").first.is_visible()
+    _fits(page)
+    watch.check()
+    context.close()
+
+
+# -- users ---------------------------------------------------------------------------------------------------------
+def test_users_connect_deny_and_meet_expired_and_used_links(
+    chromium: Browser, stack: Stack, fake_jira: FakeJira, rsa_key: rsa.RSAPrivateKey, private_pem: str
+) -> None:
+    jira = fake_jira
+    host = urlsplit(jira.base_url).netloc + "/jira"
+    _set_up_by_api(stack, jira, "initech", rsa_key, private_pem)
+    context = _context(chromium, PHONE, is_mobile=True, has_touch=True)
+    watch = Watch(stack.url)
+    page = watch.attach(context.new_page())
+
+    # Bob's connect link: the page says whose account, on which Jira, and what to do.
+    link = stack.api("POST", "/v1/teams/initech/users/bob/jira/connect-link", json={}).json()["url"]
+    opened = page.goto(link)
+    assert opened is not None and opened.status == 200
+    assert f"You are connecting Jira at {host} for bob in team initech." in page.inner_text("main")
+    _fits(page)
+    _shot(page, "07-connect-page")
+    page.get_by_role("button", name="Continue to Jira").click()
+    _allow_in_jira(page, jira, "bob")
+    page.wait_for_url(f"{stack.url}/oauth/callback?**")
+    assert _heading(page) == "Connected as Bob <Builder>"
+    _fits(page)
+    _shot(page, "08-connected-phone")
+
+    # The same link again: already used.
+    used = page.goto(link)
+    assert used is not None and used.status == 410
+    assert _heading(page) == "This link was already used"
+    assert "bob" in page.inner_text("main") and host in page.inner_text("main")
+    _shot(page, "09-connect-link-used")
+
+    # Alice clicks Deny in Jira.
+    link = stack.api("POST", "/v1/teams/initech/users/alice/jira/connect-link", json={}).json()["url"]
+    page.goto(link)
+    page.get_by_role("button", name="Continue to Jira").click()
+    page.wait_for_url(f"{jira.base_url}/plugins/servlet/oauth/authorize?**")
+    page.get_by_role("button", name="Deny").click()
+    page.wait_for_url(f"{stack.url}/oauth/callback?**")
+    assert _heading(page) == "Access denied"
+    assert f"You denied access in Jira at {host}, so alice in team initech is not connected" in page.inner_text("main")
+    _fits(page)
+    _shot(page, "10-denied")
+
+    # A link that expired: the page still says whose it was and what to do.
+    claims = LinkClaims(CONNECT, new_link_id(), "initech", "alice", int(time.time()) - 60)
+    expired = page.goto(f"{stack.url}/connect/{stack.link_signer().mint(claims)}")
+    assert expired is not None and expired.status == 410
+    assert _heading(page) == "This link has expired"
+    text = page.inner_text("main")
+    assert f"connect Jira at {host} for alice in team initech" in text and "Ask your chat bot for a new link" in text
+    _fits(page)
+    _shot(page, "11-expired-link")
+
+    assert stack.api("GET", "/v1/teams/initech/users/bob/jira").json()["connected"] is True
+    assert stack.api("GET", "/v1/teams/initech/users/alice/jira").status_code == 404
+    watch.check()
+    context.close()
+
+
+def test_no_link_token_reaches_the_stacks_log(stack: Stack) -> None:
+    setup_url = stack.api("POST", "/v1/teams/umbrella/jira/setup-link", json={"user": "ada"}).json()["url"]
+    assert requests.get(setup_url, timeout=30).status_code == 200
+    assert requests.get(f"{stack.url}/connect/eyJub3QiOiJyZWFsIn0.x", timeout=30).status_code == 404
+    output = stack.output()
+    assert setup_url.rsplit("/", 1)[1] not in output
+    assert "/setup/[redacted]" in output and "/connect/[redacted]" in output
+    assert not re.search(r"/(setup|connect)/eyJ", output)
+    assert "BEGIN RSA PRIVATE KEY" not in output and "BEGIN PRIVATE KEY" not in output

@@ -69,6 +69,16 @@ class AccessToken:
 
 
 @dataclass(frozen=True)
+class UserRequest:
+    """A request to send as a user: ``path`` is relative to the base URL and may carry an encoded query."""
+
+    method: str
+    path: str
+    body: bytes | str | None = None
+    headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class OAuthProblem:
     """Jira's OAuth Problem Report: the problem name and any extra ``oauth_*`` fields."""
 
@@ -213,27 +223,19 @@ class JiraClient:
         request = requests.Request(method, self.base_url + path, auth=auth, data=data, headers=headers)
         return self.session.prepare_request(request)
 
-    def prepare_as(
-        self,
-        token: str,
-        token_secret: str,
-        method: str,
-        path: str,
-        *,
-        body: bytes | str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> requests.PreparedRequest:
+    def prepare_as(self, token: str, token_secret: str, request: UserRequest) -> requests.PreparedRequest:
         """A request signed as the user, on Jira's clock as far as the broker knows it.
 
         The request is prepared first and then signed over its final URL, so
         what goes on the wire is exactly what was signed. Form bodies are part
         of the signature; JSON and other bodies never are (RFC 5849).
         """
-        prepared = self.prepare(method, path, data=body, headers=headers)
+        body, headers = request.body, request.headers
+        prepared = self.prepare(request.method, request.path, data=body, headers=headers)
         content_type = (headers or {}).get("Content-Type", "")
         form = body if isinstance(body, str) and FORM_CONTENT_TYPE in content_type else None
         try:
-            header, _ = self.authorization(token, token_secret, method, str(prepared.url), form)
+            header, _ = self.authorization(token, token_secret, request.method, str(prepared.url), form)
         except ValueError:  # oauthlib: "body was not decodable"
             raise InvalidRequest(
                 "A form body must be URL-encoded (name=value&name2=value2), with spaces and non-ASCII "
@@ -320,14 +322,7 @@ class JiraClient:
 
     # -- acting as a user -------------------------------------------------------
     def call_as(
-        self,
-        token: str,
-        token_secret: str,
-        method: str,
-        path: str,
-        *,
-        body: bytes | str | None = None,
-        headers: dict[str, str] | None = None,
+        self, token: str, token_secret: str, request: UserRequest
     ) -> tuple[requests.Response, OAuthProblem | None]:
         """Send a request signed as the user; returns Jira's response and its oauth_problem, if any.
 
@@ -336,7 +331,7 @@ class JiraClient:
         followed. The body is streamed, so the caller can cap what it reads.
         """
         for attempt in (1, 2):
-            prepared = self.prepare_as(token, token_secret, method, path, body=body, headers=headers)
+            prepared = self.prepare_as(token, token_secret, request)
             response = self.send_prepared(prepared, stream=True)
             problem = parse_problem(response) if response.status_code in (400, 401) else None
             if problem is None or attempt == 2:

@@ -28,7 +28,7 @@ from . import clock, connect
 from .config import Settings, load_settings
 from .errors import BrokerError, InvalidRequest, JiraBadResponse, NotFound
 from .logs import logger
-from .oauth1 import TIMESTAMP_WINDOW, JiraClient, OAuthProblem
+from .oauth1 import TIMESTAMP_WINDOW, JiraClient, OAuthProblem, UserRequest
 from .resources import integration_not_found, jira_for, store_for, team_key, vault_for
 from .urls import check_jira_destination_cached
 
@@ -224,10 +224,7 @@ def proxy_call(team: str, user: str, request: dict[str, Any], settings: Settings
     response, problem = acting.jira.call_as(
         acting.connection["access_token"],
         acting.connection.get("token_secret", ""),
-        method,
-        target,
-        body=body,
-        headers=headers,
+        UserRequest(method, target, body, headers),
     )
     if problem is not None:
         response.close()

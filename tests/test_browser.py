@@ -12,12 +12,7 @@ never `playwright install`: the browser is Debian's).
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +29,7 @@ from chalicelib.links import CONNECT, LinkClaims, LinkSigner, new_link_id
 from scripts.local_aws import FAKE_CREDENTIALS
 from tests.conftest import CONSUMER_KEY, public_pem
 from tests.fakejira import FakeJira
+from tests.localstack import LocalStack, local_stack
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, Response
@@ -75,84 +71,23 @@ def chromium() -> Iterator[Browser]:
             browser.close()
 
 
-@dataclass
-class Stack:
-    """`make run`'s runner on a free port: its URL, its moto endpoint and its (redacted) output."""
-
-    url: str
-    process: subprocess.Popen[str]
-    log_path: Path
-    moto: str = ""
-
-    def output(self) -> str:
-        return self.log_path.read_text()
-
-    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {API_KEY}"}
-        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
-
-    def link_signer(self) -> LinkSigner:
-        """The broker's own link signer, read from the stack's moto (to mint an already-expired link)."""
-        client = boto3.client(
-            "secretsmanager",
-            endpoint_url=self.moto,
-            region_name="us-east-1",
-            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
-        return LinkSigner(client.get_secret_value(SecretId=SIGNING_KEY_SECRET)["SecretString"].encode())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def link_signer(stack: LocalStack) -> LinkSigner:
+    """The broker's own link signer, read from the stack's moto (to mint an already-expired link)."""
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=stack.moto,
+        region_name="us-east-1",
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    return LinkSigner(client.get_secret_value(SecretId=SIGNING_KEY_SECRET)["SecretString"].encode())
 
 
 @pytest.fixture(scope="module")
-def stack(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("browser") / "run_local.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BROKER_"))}
-    env.update(PORT=str(port), BROKER_API_KEY=API_KEY)
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scripts.run_local"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-    running = Stack(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        _wait_until_up(running)
-        match = re.search(r"moto at (http://\S+);", running.output())
-        assert match, running.output()
-        running.moto = match.group(1)
+def stack(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with local_stack(tmp_path_factory.mktemp("browser") / "run_local.log", API_KEY) as running:
+        assert running.moto, running.output()
         yield running
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def _wait_until_up(running: Stack) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if running.process.poll() is not None:
-            raise AssertionError(f"the runner exited early:\n{running.output()}")
-        try:
-            if requests.get(running.url + "/health", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise AssertionError(f"chalice local did not come up:\n{running.output()}")
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +161,7 @@ def _allow_in_jira(page: Page, jira: FakeJira, username: str) -> None:
     form.get_by_role("button", name="Allow").click()
 
 
-def _set_up_by_api(stack: Stack, jira: FakeJira, team: str, key: rsa.RSAPrivateKey, private_pem: str) -> None:
+def _set_up_by_api(stack: LocalStack, jira: FakeJira, team: str, key: rsa.RSAPrivateKey, private_pem: str) -> None:
     consumer_key = f"broker-{team}"
     jira.add_consumer(consumer_key, public_pem(key))
     body = {"base_url": jira.base_url, "consumer_key": consumer_key, "private_key": private_pem}
@@ -236,7 +171,7 @@ def _set_up_by_api(stack: Stack, jira: FakeJira, team: str, key: rsa.RSAPrivateK
 
 # -- the admin -------------------------------------------------------------------------------------------------
 def test_admin_goes_from_a_setup_link_to_a_connected_account(
-    chromium: Browser, stack: Stack, fake_jira: FakeJira
+    chromium: Browser, stack: LocalStack, fake_jira: FakeJira
 ) -> None:
     jira = fake_jira
     host = urlsplit(jira.base_url).netloc
@@ -312,7 +247,7 @@ def test_admin_goes_from_a_setup_link_to_a_connected_account(
 
 
 def test_setup_with_an_uploaded_key_file(
-    chromium: Browser, stack: Stack, fake_jira: FakeJira, rsa_key: rsa.RSAPrivateKey, private_pem: str
+    chromium: Browser, stack: LocalStack, fake_jira: FakeJira, rsa_key: rsa.RSAPrivateKey, private_pem: str
 ) -> None:
     jira = fake_jira
     jira.add_consumer("broker-globex", public_pem(rsa_key))
@@ -337,7 +272,7 @@ def test_setup_with_an_uploaded_key_file(
     context.close()
 
 
-def test_setup_page_on_a_phone_without_javascript(chromium: Browser, stack: Stack) -> None:
+def test_setup_page_on_a_phone_without_javascript(chromium: Browser, stack: LocalStack) -> None:
     link = stack.api("POST", "/v1/teams/hooli/jira/setup-link", json={"user": "gavin"}).json()["url"]
     context = _context(chromium, PHONE, is_mobile=True, has_touch=True, java_script_enabled=False)
     watch = Watch(stack.url)
@@ -358,7 +293,7 @@ def test_setup_page_on_a_phone_without_javascript(chromium: Browser, stack: Stac
 
 # -- users ---------------------------------------------------------------------------------------------------------
 def test_users_connect_deny_and_meet_expired_and_used_links(
-    chromium: Browser, stack: Stack, fake_jira: FakeJira, rsa_key: rsa.RSAPrivateKey, private_pem: str
+    chromium: Browser, stack: LocalStack, fake_jira: FakeJira, rsa_key: rsa.RSAPrivateKey, private_pem: str
 ) -> None:
     jira = fake_jira
     host = urlsplit(jira.base_url).netloc + "/jira"
@@ -402,7 +337,7 @@ def test_users_connect_deny_and_meet_expired_and_used_links(
 
     # A link that expired: the page still says whose it was and what to do.
     claims = LinkClaims(CONNECT, new_link_id(), "initech", "alice", int(time.time()) - 60)
-    expired = page.goto(f"{stack.url}/connect/{stack.link_signer().mint(claims)}")
+    expired = page.goto(f"{stack.url}/connect/{link_signer(stack).mint(claims)}")
     assert expired is not None and expired.status == 410
     assert _heading(page) == "This link has expired"
     text = page.inner_text("main")
@@ -416,7 +351,7 @@ def test_users_connect_deny_and_meet_expired_and_used_links(
     context.close()
 
 
-def test_no_link_token_reaches_the_stacks_log(stack: Stack) -> None:
+def test_no_link_token_reaches_the_stacks_log(stack: LocalStack) -> None:
     setup_url = stack.api("POST", "/v1/teams/umbrella/jira/setup-link", json={"user": "ada"}).json()["url"]
     assert requests.get(setup_url, timeout=30).status_code == 200
     assert requests.get(f"{stack.url}/connect/eyJub3QiOiJyZWFsIn0.x", timeout=30).status_code == 404

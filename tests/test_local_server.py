@@ -6,14 +6,10 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -21,68 +17,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import CONSUMER_KEY, public_pem
 from tests.fakejira import FakeJira
+from tests.localstack import LocalStack, local_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "jb_e2e-key-000000000000000000000000000000000"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class LocalBroker:
-    url: str
-    process: subprocess.Popen[str]
-    log_path: Path
-
-    def output(self) -> str:
-        return self.log_path.read_text()
-
-    def api(self, method: str, path: str, key: str | None = API_KEY, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return requests.request(method, self.url + path, headers=headers, timeout=15, **kwargs)
-
-
 @pytest.fixture
-def local_broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    port = _free_port()
-    log_path = tmp_path / "run_local.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BROKER_"))}
-    env.update(PORT=str(port), BROKER_API_KEY=API_KEY, BROKER_RETURN_TO_ORIGINS="https://chat.example.com")
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scripts.run_local"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-    broker = LocalBroker(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        _wait_until_up(broker)
-        yield broker
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _wait_until_up(broker: LocalBroker) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if broker.process.poll() is not None:
-            raise AssertionError(f"the runner exited early:\n{broker.output()}")
-        try:
-            if requests.get(broker.url + "/health", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise AssertionError(f"chalice local did not come up:\n{broker.output()}")
+def local_broker(tmp_path: Path) -> Iterator[LocalStack]:
+    with local_stack(tmp_path / "run_local.log", API_KEY, BROKER_RETURN_TO_ORIGINS="https://chat.example.com") as stack:
+        yield stack
 
 
 def _apikeys(*args: str) -> str:
@@ -106,7 +50,7 @@ def _form_action(html: str) -> str:
 
 
 def test_whole_flow_through_chalice_local(
-    local_broker: LocalBroker, rsa_key: rsa.RSAPrivateKey, private_pem: str
+    local_broker: LocalStack, rsa_key: rsa.RSAPrivateKey, private_pem: str
 ) -> None:
     with FakeJira(context_path="/jira") as jira:
         jira.add_consumer(CONSUMER_KEY, public_pem(rsa_key))

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.oauth1 import JiraClient
+from chalicelib.oauth1 import JiraClient, UserRequest
 from chalicelib.proxy import METHODS, check_path, encode_query, query_string
 
 BASE_URL = "http://Jira.Example.com:80/jira"
@@ -75,7 +75,7 @@ def test_what_is_sent_is_what_is_signed(method: str, path: str, query: dict[str,
     pairs = encode_query(query)
     encoded = check_path(path)
     qs = query_string(pairs)
-    prepared = jira.prepare_as("token-123", "secret", method, f"{encoded}?{qs}" if qs else encoded)
+    prepared = jira.prepare_as("token-123", "secret", UserRequest(method, f"{encoded}?{qs}" if qs else encoded))
     url = str(prepared.url)
 
     # Lossless: Jira decodes exactly the path and parameters the caller asked for.

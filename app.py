@@ -15,7 +15,15 @@ from chalicelib.logs import logger
 from chalicelib.resources import store_for
 from chalicelib.responses import empty_response, json_response, passthrough_response, redirect
 from chalicelib.urls import origin_of, with_query
-from chalicelib.web import check_same_origin, json_body, page_route, query_param, remember_public_url, service_route
+from chalicelib.web import (
+    check_same_origin,
+    envelope_chalice_errors,
+    json_body,
+    page_route,
+    query_param,
+    remember_public_url,
+    service_route,
+)
 
 # configure_logs=False: Powertools' Logger owns logging, or every line prints twice.
 app = Chalice(app_name="jira-oauth-broker", configure_logs=False)
@@ -24,9 +32,10 @@ service = service_route(app)
 
 
 @app.middleware("http")
-def public_url_from_request(event: Request, get_response: Callable[[Request], Response]) -> Response:
+def broker_envelope(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Every request: learn the public URL it came in on; give Chalice's own errors the broker's envelope."""
     remember_public_url(event)
-    return get_response(event)
+    return envelope_chalice_errors(get_response(event))
 
 
 # Binary answers the proxy passes through (base64 through API Gateway); the caller's Accept must match.

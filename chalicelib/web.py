@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -134,3 +135,26 @@ def query_param(request: Request | None, name: str) -> str | None:
     params = _required(request).query_params
     value = params.get(name) if params else None
     return str(value) if value is not None else None
+
+
+_CHALICE_HINTS = {
+    "method_not_allowed": "Check the method against the broker's README.",
+    "unsupported_media_type": "Send JSON with 'Content-Type: application/json' (browser forms: "
+    "application/x-www-form-urlencoded).",
+    "bad_request": "For binary answers from the proxy, send an Accept header that matches them, such as */*.",
+}
+
+
+def envelope_chalice_errors(response: Response) -> Response:
+    """Chalice answers some errors itself as ``{"Code", "Message"}`` (405, 415, a binary type
+    without a matching Accept); give them the broker's envelope and ``X-Broker-Error``."""
+    body = response.body
+    if response.status_code < 400 or not isinstance(body, dict) or set(body) != {"Code", "Message"}:
+        return response
+    code = re.sub(r"(?<!^)(?=[A-Z])", "_", str(body["Code"]).removesuffix("Error")).lower()
+    message = f"{str(body['Message']).rstrip('.')}. {_CHALICE_HINTS.get(code, '')}".strip()
+    error = BrokerError(message, code=code, status=response.status_code)
+    converted = error_response(error)
+    for name, value in (response.headers or {}).items():
+        converted.headers.setdefault(name, value)
+    return converted

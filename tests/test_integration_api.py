@@ -367,3 +367,11 @@ def test_outside_the_local_stage_private_and_http_jiras_are_refused(
         error = _assert_error(broker.call("PUT", "/v1/teams/acme/jira", body), 400, "base_url_not_allowed")
         assert "127.0.0.1" in error["message"]
     assert jira.requests == []
+
+
+def test_chalices_own_errors_get_the_envelope(broker: Broker) -> None:
+    answer = broker.call("PATCH", "/health", key=None)
+    error = _assert_error(answer, 405, "method_not_allowed")
+    assert "PATCH" in error["message"] and answer.headers["Allow"] == "GET"
+    answer = broker.call("PUT", "/v1/teams/acme/jira", raw="x", headers={"Content-Type": "text/plain"})
+    assert "application/json" in _assert_error(answer, 415, "unsupported_media_type")["message"]

@@ -41,8 +41,9 @@ def _pump(stream: IO[str], out: IO[str]) -> None:
 
 def start_chalice_local(host: str, port: int, env: dict[str, str], out: IO[str]) -> subprocess.Popen[str]:
     """Run ``chalice local`` (stage local) as a child; its output goes to ``out``, redacted."""
-    chalice = str(Path(sys.executable).parent / "chalice")
-    command = [chalice, "local", "--host", host, "--port", str(port), "--stage", "local", "--no-autoreload"]
+    # chalice's own CLI, with TCP_NODELAY set (see scripts/chalice_local.py).
+    chalice = [sys.executable, "-m", "scripts.chalice_local"]
+    command = [*chalice, "local", "--host", host, "--port", str(port), "--stage", "local", "--no-autoreload"]
     child = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )

@@ -1,22 +1,69 @@
-"""``chalice local``, with TCP_NODELAY on its connections.
+"""``chalice local``, behaving like the deployed API Gateway in two ways that matter to callers.
 
-chalice local writes a response's headers and body in separate sends; without
-TCP_NODELAY a client that keeps its connection open (requests.Session, most
-bots) waits ~40 ms per call on Nagle's algorithm plus delayed ACK (measured
-here: 44 ms instead of 2 ms). API Gateway has no such delay, so neither should
-the local stack. Everything else is chalice's own CLI, unchanged.
+1. TCP_NODELAY on its connections. chalice local writes a response's headers and
+   body in separate sends; without TCP_NODELAY a client that keeps its connection
+   open (requests.Session, most bots) waits ~40 ms per call on Nagle's algorithm
+   plus delayed ACK (measured here: 44 ms instead of 2 ms).
+2. API Gateway's own answers (no API key, a refused key, an unknown route) in the
+   broker's error envelope, rendered from the Gateway Responses in
+   ``infra/resources.json``, the same ones deployment installs. chalice local's
+   imitation would answer ``{"message": "Unauthorized"}`` and, for an unknown route,
+   echo the caller's Authorization header back in the body.
 
+Everything else is chalice's own CLI, unchanged:
 ``python -m scripts.chalice_local local --host 127.0.0.1 --port 8000 --stage local --no-autoreload``
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any
 
 from chalice.cli import main
-from chalice.local import ChaliceRequestHandler
+from chalice.local import ChaliceRequestHandler, LocalGatewayException
+
+from scripts.local_aws import TEMPLATE
+
+
+def gateway_responses() -> dict[str, dict[str, Any]]:
+    """The template's Gateway Responses by ResponseType."""
+    resources = json.loads(TEMPLATE.read_text())["Resources"]
+    return {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in resources.values()
+        if r.get("Type") == "AWS::ApiGateway::GatewayResponse"
+    }
+
+
+def response_type(error: LocalGatewayException) -> str:
+    """Which Gateway Response API Gateway would send for chalice local's error."""
+    kind = (error.headers or {}).get("x-amzn-ErrorType", "")
+    if error.CODE == 401:
+        return "UNAUTHORIZED"
+    if error.CODE == 403 and kind == "AccessDeniedException":
+        return "ACCESS_DENIED"
+    if error.CODE == 403:
+        return "MISSING_AUTHENTICATION_TOKEN"  # chalice local's answer for an unknown route
+    return "AUTHORIZER_FAILURE"
+
+
+def render(error: LocalGatewayException) -> tuple[int, dict[str, str], bytes]:
+    props = gateway_responses()[response_type(error)]
+    headers = {"Content-Type": "application/json"}
+    for name, value in props.get("ResponseParameters", {}).items():
+        headers[name.removeprefix("gatewayresponse.header.")] = value.strip("'")
+    status = int(props.get("StatusCode") or error.CODE)
+    return status, headers, props["ResponseTemplates"]["application/json"].encode()
+
+
+def _send_error_response(self: ChaliceRequestHandler, error: LocalGatewayException) -> None:
+    status, headers, body = render(error)
+    self._send_http_response(status, headers, body)
+
 
 ChaliceRequestHandler.disable_nagle_algorithm = True
+ChaliceRequestHandler._send_error_response = _send_error_response  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.argv[0] = "chalice"

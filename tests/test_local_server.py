@@ -57,8 +57,14 @@ def test_whole_flow_through_chalice_local(
         jira.add_user("alice", key="JIRAUSER10100", display_name="Alice Example", email="alice@example.com")
 
         # The service API key guards the API (chalice local runs the built-in authorizer).
-        assert local_broker.api("GET", "/v1/teams/acme/jira", key=None).status_code == 401
-        assert local_broker.api("GET", "/v1/teams/acme/jira", key="nope").status_code == 403
+        # API Gateway's own answers come in the broker's envelope, as deployed (infra's Gateway Responses).
+        for key, status, code in ((None, 401, "unauthorized"), ("nope", 403, "forbidden")):
+            refused = local_broker.api("GET", "/v1/teams/acme/jira", key=key)
+            assert refused.status_code == status and refused.headers["X-Broker-Error"] == code
+            assert refused.json()["error"]["code"] == code
+        unknown = local_broker.api("GET", "/v1/no/such/route", key="jb_secret-never-echoed")
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+        assert "jb_secret-never-echoed" not in unknown.text
         missing = local_broker.api("GET", "/v1/teams/acme/jira")
         assert missing.status_code == 404 and missing.headers["X-Broker-Error"] == "integration_not_found"
         assert missing.json()["error"]["code"] == "integration_not_found"

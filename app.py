@@ -19,6 +19,7 @@ from chalicelib.web import (
     check_same_origin,
     envelope_chalice_errors,
     json_body,
+    link_page_route,
     page_route,
     query_param,
     remember_public_url,
@@ -116,8 +117,7 @@ def sign(team: str, user: str) -> Response:
 
 # -- browser pages -------------------------------------------------------------------
 @app.route("/connect/{token}", methods=["GET"], content_types=FORM)
-@page_route
-@pages.link_errors(CONNECT, connect.describe_link)
+@link_page_route(CONNECT)
 def view_connect_link(token: str) -> Response:
     link = connect.check_link(token)
     return pages.connect_page(
@@ -130,8 +130,7 @@ def view_connect_link(token: str) -> Response:
 
 
 @app.route("/connect/{token}", methods=["POST"], content_types=FORM)
-@page_route
-@pages.link_errors(CONNECT, connect.describe_link)
+@link_page_route(CONNECT)
 def start_connect(token: str) -> Response:
     check_same_origin(app.current_request)
     return redirect(connect.start(token))
@@ -164,15 +163,13 @@ def create_setup_link(team: str) -> Response:
 
 
 @app.route("/setup/{token}", methods=["GET"], content_types=FORM)
-@page_route
-@pages.link_errors(SETUP, connect.describe_link)
+@link_page_route(SETUP)
 def view_setup_link(token: str) -> Response:
     return setup.show(token, app.current_request)
 
 
 @app.route("/setup/{token}", methods=["POST"], content_types=FORM)
-@page_route
-@pages.link_errors(SETUP, connect.describe_link)
+@link_page_route(SETUP)
 def submit_setup(token: str) -> Response:
     return setup.submit(token, app.current_request)
 

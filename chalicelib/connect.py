@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,25 +93,42 @@ def new_link(
     team: str, user: str, settings: Settings, lifetime: int = DEFAULT_LINK_LIFETIME, return_to: str | None = None
 ) -> tuple[str, int]:
     """Store and sign a connect link for (team, user); returns its token and expiry. 404 without an integration."""
-    store = store_for(settings)
-    integration = require_integration(store, team)
+    integration = require_integration(store_for(settings), team)
+    record = {"revision": integration["revision"], "return_to": return_to}
+    return mint_link(CONNECT, team, user, lifetime, settings, record)
+
+
+def mint_link(
+    kind: str, team: str, user: str, lifetime: int, settings: Settings, record: dict[str, Any]
+) -> tuple[str, int]:
+    """Store a link record (with its TTL) and sign its token; returns the token and its expiry."""
     now = clock.now()
-    claims = LinkClaims(CONNECT, new_link_id(), team, user, now + lifetime)
-    store.put_link(
+    claims = LinkClaims(kind, new_link_id(), team, user, now + lifetime)
+    ttl = claims.expires_at + LINK_RECORD_GRACE
+    store_for(settings).put_link(
         claims.link_id,
-        {
-            "team": team,
-            "user": user,
-            "revision": integration["revision"],
-            "return_to": return_to,
-            "created_at": now,
-            "expires_at": claims.expires_at,
-            "ttl": claims.expires_at + LINK_RECORD_GRACE,
-        },
+        {**record, "team": team, "user": user, "created_at": now, "expires_at": claims.expires_at, "ttl": ttl},
     )
-    token = link_signer(settings).mint(claims)
-    logger.info("connect link created", extra={"team": team, "user": user, "expires_in": lifetime})
-    return token, claims.expires_at
+    logger.info("link created", extra={"kind": kind, "team": team, "user": user, "expires_in": lifetime})
+    return link_signer(settings).mint(claims), claims.expires_at
+
+
+def open_link(
+    token: str, kind: str, settings: Settings, used: Callable[[LinkClaims], str]
+) -> tuple[LinkClaims, dict[str, Any]]:
+    """A link's claims and record when it is authentic, unexpired and not used yet.
+
+    Raises:
+        NotFound: ``link_invalid`` (forged, altered, or its record is gone).
+        Gone: ``link_expired``, or ``link_used`` with the message ``used(claims)``.
+    """
+    claims = link_signer(settings).verify(token, now=clock.now(), kind=kind)
+    link = store_for(settings).get_link(claims.link_id)
+    if link is None:
+        raise NotFound("This link is no longer known to the broker.", code="link_invalid")
+    if link.get("status") == COMPLETED:
+        raise Gone(used(claims), code="link_used")
+    return claims, link
 
 
 def _integration_gone(team: str) -> NotFound:
@@ -144,17 +162,13 @@ def check_link(token: str, settings: Settings | None = None) -> LinkContext:
         Gone: ``link_expired``, ``link_used`` (already completed), ``link_outdated``.
     """
     settings = settings or load_settings()
-    claims = link_signer(settings).verify(token, now=clock.now())
-    store = store_for(settings)
-    link = store.get_link(claims.link_id)
-    if link is None:
-        raise NotFound("This link is no longer known to the broker.", code="link_invalid")
-    if link.get("status") == COMPLETED:
-        raise Gone(
-            f"This link was already used: {claims.user} in team {claims.team} is connected through it.",
-            code="link_used",
-        )
-    integration = store.get_integration(claims.team)
+    claims, link = open_link(
+        token,
+        CONNECT,
+        settings,
+        lambda c: f"This link was already used: {c.user} in team {c.team} is connected through it.",
+    )
+    integration = store_for(settings).get_integration(claims.team)
     if integration is None:
         raise _integration_gone(claims.team)
     if integration["revision"] != link.get("revision"):

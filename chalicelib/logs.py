@@ -1,8 +1,9 @@
 """Logging: Powertools' structured Logger, with every secret scrubbed before it is written.
 
 The broker never logs a secret on purpose; :func:`redact` is the safety net
-for what libraries and access logs print (URLs with ``oauth_token``, connect
-links, ``Authorization`` headers, PEM blocks).
+for what libraries, exceptions and access logs print (URLs with ``oauth_token``,
+connect links, ``Authorization`` headers, PEM blocks). It runs over each whole
+JSON log line, so extra fields and tracebacks are covered as well as messages.
 
 Example::
 
@@ -12,8 +13,10 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
@@ -60,10 +63,15 @@ class RedactingFilter(logging.Filter):
 
 
 # Libraries that log request URLs, bodies or OAuth parameters at DEBUG level.
-_NOISY = ("oauthlib", "requests_oauthlib", "botocore", "boto3", "urllib3")
+_NOISY = ("oauthlib", "botocore", "boto3", "urllib3")
 
-logger = Logger(service=SERVICE)
-logger.addFilter(RedactingFilter())
+
+def _redacted_json(record: dict[str, Any]) -> str:
+    """Powertools' serializer, redacted: the message, every extra field, and exception tracebacks."""
+    return redact(json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=False))
+
+
+logger = Logger(service=SERVICE, json_serializer=_redacted_json)
 for _name in _NOISY:
     logging.getLogger(_name).setLevel(logging.WARNING)
     logging.getLogger(_name).addFilter(RedactingFilter())

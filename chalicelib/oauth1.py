@@ -1,4 +1,4 @@
-"""Jira's OAuth 1.0a dance, signed RSA-SHA1 with requests-oauthlib, and Jira's error reports.
+"""Jira's OAuth 1.0a dance and requests as a user, signed RSA-SHA1 with oauthlib, and Jira's error reports.
 
 Jira Server / Data Center endpoints, relative to the base URL (context path included):
 
@@ -29,7 +29,6 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from oauthlib.oauth1 import SIGNATURE_RSA, SIGNATURE_TYPE_AUTH_HEADER, Client
-from requests_oauthlib import OAuth1
 
 from .errors import (
     BrokerError,
@@ -199,57 +198,82 @@ class JiraClient:
     def host(self) -> str:
         return urlsplit(self.base_url).netloc
 
-    def _auth(self, **kwargs: Any) -> OAuth1:
-        # RSA-SHA1 always: jira-python's HMAC default gets signature_method_rejected.
-        # A loaded key object, not PEM text: re-parsing costs ~45 ms per signature.
-        return OAuth1(
+    def _header(
+        self, method: str, url: str, *, form: str | None = None, timestamp: str | None = None, **oauth: str
+    ) -> str:
+        """The ``Authorization: OAuth ...`` value for one request, signed RSA-SHA1 by oauthlib.
+
+        ``oauth`` holds the request's own OAuth parameters (``callback_uri``,
+        ``resource_owner_key``/``_secret``, ``verifier``); ``form`` is an
+        ``application/x-www-form-urlencoded`` body, whose parameters are signed too.
+        RSA-SHA1 always: jira-python's HMAC default gets ``signature_method_rejected``.
+        A loaded key object, not PEM text: oauthlib re-parses PEM on every signature
+        (~45 ms); with the object a signature costs about 1.5 raw RSA signatures.
+        """
+        client = Client(
             self.consumer_key,
             signature_method=SIGNATURE_RSA,
             signature_type=SIGNATURE_TYPE_AUTH_HEADER,
             rsa_key=self._private_key,
-            **kwargs,
+            timestamp=timestamp,
+            **oauth,
         )
-
-    def prepare(
-        self,
-        method: str,
-        path: str,
-        *,
-        auth: Any = None,
-        data: bytes | str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> requests.PreparedRequest:
-        """The request exactly as it goes on the wire, signed: ``path`` may carry an encoded query."""
-        request = requests.Request(method, self.base_url + path, auth=auth, data=data, headers=headers)
-        return self.session.prepare_request(request)
-
-    def prepare_as(self, token: str, token_secret: str, request: UserRequest) -> requests.PreparedRequest:
-        """A request signed as the user, on Jira's clock as far as the broker knows it.
-
-        The request is prepared first and then signed over its final URL, so
-        what goes on the wire is exactly what was signed. Form bodies are part
-        of the signature; JSON and other bodies never are (RFC 5849).
-        """
-        body, headers = request.body, request.headers
-        prepared = self.prepare(request.method, request.path, data=body, headers=headers)
-        content_type = (headers or {}).get("Content-Type", "")
-        form = body if isinstance(body, str) and FORM_CONTENT_TYPE in content_type else None
         try:
-            header, _ = self.authorization(token, token_secret, request.method, str(prepared.url), form)
+            if form is None:
+                _, signed, _ = client.sign(url, http_method=method)
+            else:
+                _, signed, _ = client.sign(
+                    url, http_method=method, body=form, headers={"Content-Type": FORM_CONTENT_TYPE}
+                )
         except ValueError:  # oauthlib: "body was not decodable"
             raise InvalidRequest(
                 "A form body must be URL-encoded (name=value&name2=value2), with spaces and non-ASCII "
                 "characters as %XX escapes.",
                 code="invalid_body",
             ) from None
-        prepared.headers["Authorization"] = header
+        return str(signed["Authorization"])
+
+    def prepare(
+        self,
+        method: str,
+        path: str,
+        *,
+        oauth: dict[str, str] | None = None,
+        timestamp: str | None = None,
+        data: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.PreparedRequest:
+        """The request exactly as it goes on the wire: ``path`` may carry an encoded query.
+
+        With ``oauth``, it is signed over its final URL (and a form body), so what
+        is sent is exactly what was signed. JSON and other bodies are never part of
+        an OAuth 1.0a signature (RFC 5849).
+        """
+        request = requests.Request(method, self.base_url + path, data=data, headers=headers)
+        prepared = self.session.prepare_request(request)
+        if oauth is not None:
+            is_form = FORM_CONTENT_TYPE in (headers or {}).get("Content-Type", "")
+            form = data if isinstance(data, str) and is_form else None
+            url = str(prepared.url)
+            prepared.headers["Authorization"] = self._header(method, url, form=form, timestamp=timestamp, **oauth)
         return prepared
 
+    def prepare_as(self, token: str, token_secret: str, request: UserRequest) -> requests.PreparedRequest:
+        """A request signed as the user, on Jira's clock as far as the broker knows it."""
+        return self.prepare(
+            request.method,
+            request.path,
+            oauth={"resource_owner_key": token, "resource_owner_secret": token_secret},
+            timestamp=timestamp_for(self.base_url),
+            data=request.body,
+            headers=request.headers,
+        )
+
     def send(
-        self, method: str, path: str, *, auth: Any = None, headers: dict[str, str] | None = None
+        self, method: str, path: str, *, oauth: dict[str, str] | None = None, headers: dict[str, str] | None = None
     ) -> requests.Response:
-        """Prepare and send one bodiless request to Jira (the dance's calls)."""
-        return self.send_prepared(self.prepare(method, path, auth=auth, headers=headers))
+        """Prepare, sign (with ``oauth``) and send one bodiless request to Jira (the dance's calls)."""
+        return self.send_prepared(self.prepare(method, path, oauth=oauth, headers=headers))
 
     def send_prepared(self, prepared: requests.PreparedRequest, *, stream: bool = False) -> requests.Response:
         """Send a prepared request; connection failures become broker errors naming the host."""
@@ -274,7 +298,7 @@ class JiraClient:
     # -- the dance -----------------------------------------------------------
     def request_token(self, callback_url: str) -> RequestToken:
         """``POST .../request-token``; raises :class:`JiraOAuthError` or another broker error."""
-        response = self.send("POST", REQUEST_TOKEN_PATH, auth=self._auth(callback_uri=callback_url))
+        response = self.send("POST", REQUEST_TOKEN_PATH, oauth={"callback_uri": callback_url})
         self._raise_for_oauth(response, REQUEST_TOKEN_PATH)
         form = parse_form(response)
         if not form.get("oauth_token") or not form.get("oauth_token_secret"):
@@ -292,8 +316,8 @@ class JiraClient:
 
     def access_token(self, request_token: str, request_secret: str, verifier: str) -> AccessToken:
         """``POST .../access-token`` with the verifier; raises :class:`JiraOAuthError` on a problem."""
-        auth = self._auth(resource_owner_key=request_token, resource_owner_secret=request_secret, verifier=verifier)
-        response = self.send("POST", ACCESS_TOKEN_PATH, auth=auth)
+        oauth = {"resource_owner_key": request_token, "resource_owner_secret": request_secret, "verifier": verifier}
+        response = self.send("POST", ACCESS_TOKEN_PATH, oauth=oauth)
         self._raise_for_oauth(response, ACCESS_TOKEN_PATH)
         form = parse_form(response)
         if not form.get("oauth_token"):
@@ -308,8 +332,8 @@ class JiraClient:
 
     def myself(self, access_token: str, token_secret: str) -> dict[str, Any]:
         """``GET /rest/api/2/myself`` as the user: who the token belongs to."""
-        auth = self._auth(resource_owner_key=access_token, resource_owner_secret=token_secret)
-        response = self.send("GET", MYSELF_PATH, auth=auth, headers={"Accept": "application/json"})
+        oauth = {"resource_owner_key": access_token, "resource_owner_secret": token_secret}
+        response = self.send("GET", MYSELF_PATH, oauth=oauth, headers={"Accept": "application/json"})
         self._raise_for_oauth(response, MYSELF_PATH)
         return self._json(response, MYSELF_PATH)
 
@@ -345,28 +369,10 @@ class JiraClient:
     def authorization(
         self, token: str, token_secret: str, method: str, url: str, form: str | None = None
     ) -> tuple[str, int]:
-        """The ``Authorization: OAuth ...`` header for one request as the user, and its timestamp.
-
-        ``form`` is an ``application/x-www-form-urlencoded`` body, whose
-        parameters are signed too. oauthlib signs with the loaded key object:
-        about 1.5 raw RSA signatures, against ~45 ms when given PEM text.
-        """
+        """The Authorization header for a request the caller sends itself as the user, and its timestamp."""
         timestamp = timestamp_for(self.base_url)
-        client = Client(
-            self.consumer_key,
-            signature_method=SIGNATURE_RSA,
-            signature_type=SIGNATURE_TYPE_AUTH_HEADER,
-            rsa_key=self._private_key,
-            resource_owner_key=token,
-            resource_owner_secret=token_secret,
-            timestamp=timestamp,
-        )
-        if form is not None:
-            headers = {"Content-Type": FORM_CONTENT_TYPE}
-            _, signed, _ = client.sign(url, http_method=method, body=form, headers=headers)
-        else:
-            _, signed, _ = client.sign(url, http_method=method)
-        return str(signed["Authorization"]), int(timestamp)
+        oauth = {"resource_owner_key": token, "resource_owner_secret": token_secret}
+        return self._header(method, url, form=form, timestamp=timestamp, **oauth), int(timestamp)
 
     # -- answers ---------------------------------------------------------------
     def _json(self, response: requests.Response, path: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -244,26 +243,6 @@ def error_page(
     body += f"<p><small>Error code: <code>{escape(error.code)}</code></small></p>"
     heading = title or _TITLES.get(error.code, "This didn't work")
     return render(heading, body, status=error.status, tone="error", code=error.code)
-
-
-def link_errors(kind: str, describe: Callable[[str, str], Who | None]) -> Callable[[View], View]:
-    """For ``/connect/{token}`` and ``/setup/{token}`` routes: a :class:`BrokerError` becomes an error
-    page that names whose link it was, from ``describe(token, kind)`` (which must not raise).
-
-    Put it under ``page_route``, which still answers any other exception.
-    """
-
-    def decorate(view: View) -> View:
-        @functools.wraps(view)
-        def wrapper(**params: str) -> Response:
-            try:
-                return view(**params)
-            except BrokerError as error:
-                return error_page(error, who=describe(params["token"], kind), kind=kind)
-
-        return wrapper
-
-    return decorate
 
 
 # -- the admin's setup page -------------------------------------------------------------------

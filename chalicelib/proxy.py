@@ -28,7 +28,7 @@ from . import clock, connect
 from .config import Settings, load_settings
 from .errors import BrokerError, InvalidRequest, JiraBadResponse, NotFound
 from .logs import logger
-from .oauth1 import TIMESTAMP_WINDOW, JiraClient, OAuthProblem, UserRequest
+from .oauth1 import FORM_CONTENT_TYPE, TIMESTAMP_WINDOW, JiraClient, OAuthProblem, UserRequest
 from .resources import integration_not_found, jira_for, store_for, team_key, vault_for
 from .urls import check_jira_destination_cached
 
@@ -58,6 +58,7 @@ RETURNED_RESPONSE_HEADERS = (
 # Lambda takes at most 6 MB in and out (base64 for binary answers): 4 MiB each way fits.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+LAST_USED_EVERY = 60  # seconds: a connection's last_used_at is written at most this often
 TOKEN_PROBLEMS = {"token_rejected", "token_expired", "token_revoked"}
 # RFC 3986 characters that may stand unencoded in a path; '%' keeps the caller's own escapes.
 # ';' is encoded: servlet containers and urlparse treat it as a path-parameter separator, and
@@ -174,8 +175,8 @@ def _body(request: dict[str, Any], headers: dict[str, str]) -> bytes | str | Non
             code="body_too_large",
             status=413,
         )
-    # requests-oauthlib signs form bodies only as text; JSON and other bodies are never signed.
-    if isinstance(data, str) and "application/x-www-form-urlencoded" not in headers.get("Content-Type", ""):
+    # Form bodies are signed, as text; JSON and other bodies are never part of the signature.
+    if isinstance(data, str) and FORM_CONTENT_TYPE not in headers.get("Content-Type", ""):
         return data.encode()
     return data
 
@@ -190,6 +191,11 @@ class Acting:
     integration: dict[str, Any]
     connection: dict[str, Any]
     jira: JiraClient
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """The user's access token and its secret."""
+        return self.connection["access_token"], self.connection.get("token_secret", "")
 
 
 def acting_as(team: str, user: str, settings: Settings) -> Acting:
@@ -207,8 +213,8 @@ def acting_as(team: str, user: str, settings: Settings) -> Acting:
 def _touch(acting: Acting, settings: Settings) -> None:
     """Record use at most once a minute per connection, not on every call."""
     now = clock.now()
-    if now - int(acting.connection.get("last_used_at") or 0) >= 60:
-        store_for(settings).touch_connection(acting.team, acting.user, now)
+    if now - int(acting.connection.get("last_used_at") or 0) >= LAST_USED_EVERY:
+        store_for(settings).touch_connection(acting.team, acting.user, now, every=LAST_USED_EVERY)
 
 
 def proxy_call(team: str, user: str, request: dict[str, Any], settings: Settings | None = None) -> Upstream:
@@ -221,11 +227,7 @@ def proxy_call(team: str, user: str, request: dict[str, Any], settings: Settings
     body = _body(request, headers)
     acting = acting_as(team, user, settings)
     target = f"{path}?{query}" if query else path
-    response, problem = acting.jira.call_as(
-        acting.connection["access_token"],
-        acting.connection.get("token_secret", ""),
-        UserRequest(method, target, body, headers),
-    )
+    response, problem = acting.jira.call_as(*acting.credentials, UserRequest(method, target, body, headers))
     if problem is not None:
         response.close()
         raise _problem_error(problem, acting, settings)
@@ -299,25 +301,13 @@ def _url_under_base(url: object, base_url: str) -> str:
     return url
 
 
-def _form(raw: object) -> list[tuple[str, str]] | None:
-    if raw is None:
-        return None
-    return encode_query(raw)
-
-
 def sign(team: str, user: str, request: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """An Authorization header for a request the caller sends to Jira itself (large attachments)."""
     settings = settings or load_settings()
     method = _method(request.get("method"))
-    form = _form(request.get("form"))
+    form = query_string(encode_query(request["form"])) if request.get("form") is not None else None
     acting = acting_as(team, user, settings)
     url = _url_under_base(request.get("url"), acting.integration["base_url"])
-    header, timestamp = acting.jira.authorization(
-        acting.connection["access_token"],
-        acting.connection.get("token_secret", ""),
-        method,
-        url,
-        query_string(form) if form is not None else None,
-    )
+    header, timestamp = acting.jira.authorization(*acting.credentials, method, url, form)
     _touch(acting, settings)
     return {"authorization": header, "expires_at": clock.iso(timestamp + TIMESTAMP_WINDOW)}

@@ -38,14 +38,13 @@ from chalice.app import Request
 
 from . import clock, connect, integrations
 from .config import Settings, load_settings
-from .errors import BrokerError, Forbidden, Gone, InvalidRequest, NotFound
+from .errors import BrokerError, Forbidden, InvalidRequest
 from .keys import fingerprint, public_pem
-from .links import SETUP, LinkClaims, new_link_id
+from .links import SETUP, LinkClaims
 from .logs import logger
 from .pages import SetupView, setup_page
-from .resources import link_signer, store_for, vault_for
+from .resources import store_for, vault_for
 from .responses import redirect
-from .store import COMPLETED
 from .urls import host_label, validate_id
 from .web import check_same_origin
 
@@ -55,7 +54,6 @@ CSRF_FIELD = "csrf_token"
 MAX_FORM_BYTES = 64 * 1024  # a 4096-bit PEM key is about 3.3 KB
 _MAX_FIELDS = 16
 _CSRF_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
-_RECORD_KIND = "setup"
 # API Gateway ends every request at 29 s. Going on to Jira costs one more call to Jira
 # (connect + read timeouts); when the setup already took too long, the admin gets the
 # connect page and its Continue button instead.
@@ -76,38 +74,22 @@ def create_link(team: str, body: dict[str, Any], settings: Settings | None = Non
         raise InvalidRequest("The user id must be a string.", code="invalid_user")
     user = validate_id("user", raw_user)
     lifetime = connect.link_lifetime(body.get("expires_in"))
-    now = clock.now()
-    claims = LinkClaims(SETUP, new_link_id(), team, user, now + lifetime)
-    store_for(settings).put_link(
-        claims.link_id,
-        {
-            "kind": _RECORD_KIND,
-            "team": team,
-            "user": user,
-            "created_at": now,
-            "expires_at": claims.expires_at,
-            "ttl": claims.expires_at + connect.LINK_RECORD_GRACE,
-        },
-    )
-    token = link_signer(settings).mint(claims)
-    logger.info("setup link created", extra={"team": team, "user": user, "expires_in": lifetime})
+    token, expires_at = connect.mint_link(SETUP, team, user, lifetime, settings, {})
     return {
         "url": f"{settings.public_url}/setup/{token}",
-        "expires_at": clock.iso(claims.expires_at),
+        "expires_at": clock.iso(expires_at),
         "expires_in": lifetime,
     }
 
 
 def check_link(token: str, settings: Settings) -> LinkClaims:
     """A usable setup link's claims, or raise ``link_invalid`` (404), ``link_expired`` or ``link_used`` (410)."""
-    claims = link_signer(settings).verify(token, now=clock.now(), kind=SETUP)
-    link = store_for(settings).get_link(claims.link_id)
-    if link is None or link.get("kind") != _RECORD_KIND:
-        raise NotFound("This setup link is no longer known to the broker.", code="link_invalid")
-    if link.get("status") == COMPLETED:
-        raise Gone(
-            f"This setup link was already used: team {claims.team}'s Jira was set up through it.", code="link_used"
-        )
+    claims, _ = connect.open_link(
+        token,
+        SETUP,
+        settings,
+        lambda c: f"This setup link was already used: team {c.team}'s Jira was set up through it.",
+    )
     return claims
 
 

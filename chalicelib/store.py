@@ -172,7 +172,7 @@ class Store:
             request = response.get("UnprocessedKeys") or {}
         return found.get("INTEGRATION"), found.get(f"USER#{user}")
 
-    def touch_connection(self, team: str, user: str, now: int, every: int = 60) -> bool:
+    def touch_connection(self, team: str, user: str, now: int, every: int) -> bool:
         """Record ``last_used_at``, at most once per ``every`` seconds (a conditional write)."""
         try:
             self.client.update_item(

@@ -21,7 +21,9 @@ from chalice import Chalice, Response
 from chalice.app import Request
 
 from .config import load_settings, request_public_url
+from .connect import describe_link
 from .errors import BrokerError, Forbidden, InvalidRequest
+from .links import CONNECT
 from .logs import logger
 from .pages import error_page
 from .responses import error_response
@@ -68,14 +70,23 @@ def service_route(app: Chalice) -> Callable[[View], View]:
 
 def page_route(view: View) -> View:
     """For browser routes: answer errors as an HTML page naming what went wrong."""
+    return _error_pages(view, link_kind=None)
 
+
+def link_page_route(kind: str) -> Callable[[View], View]:
+    """For ``/connect/{token}`` and ``/setup/{token}``: error pages also name whose link it was."""
+    return functools.partial(_error_pages, link_kind=kind)
+
+
+def _error_pages(view: View, link_kind: str | None) -> View:
     @functools.wraps(view)
     def wrapper(**params: str) -> Response:
         try:
             return view(**params)
         except BrokerError as error:
-            return error_page(error)
-        except Exception as error:  # noqa: BLE001
+            who = describe_link(params["token"], link_kind) if link_kind else None
+            return error_page(error, who=who, kind=link_kind or CONNECT)
+        except Exception as error:  # noqa: BLE001 - a page must answer every failure
             return error_page(_unexpected(error))
 
     return wrapper

@@ -17,7 +17,6 @@ Everything runs on loopback; request loops are bounded in count.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import sys
 import threading
@@ -41,6 +40,7 @@ from chalicelib.store import Store
 from scripts.local_aws import create_table, start_moto, use_fake_credentials
 from scripts.run_local import TABLE, start_chalice_local
 from tests.fakejira import FakeJira
+from tests.localstack import free_port
 
 API_KEY = "jb_bench-key-00000000000000000000000000000000"
 CONSUMER_KEY = "jira-oauth-broker"
@@ -130,12 +130,6 @@ class _ForwardHandler(BaseHTTPRequestHandler):
 
 
 # -- (b) the local stack ------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_for(url: str, deadline_seconds: float = 60) -> None:
     deadline = time.monotonic() + deadline_seconds
     while time.monotonic() < deadline:
@@ -192,7 +186,7 @@ def main() -> int:
     dynamodb = boto3.client("dynamodb", endpoint_url=endpoint)
     create_table(dynamodb, TABLE)
     save_api_key(Store(TABLE, client=dynamodb), API_KEY, name="bench")
-    port = _free_port()
+    port = free_port()
     broker = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AWS_ENDPOINT_URL": forwarder.url, "BROKER_PUBLIC_URL": broker}
     with open(os.devnull, "w") as quiet, FakeJira(context_path="/jira") as jira:

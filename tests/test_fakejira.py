@@ -1,6 +1,6 @@
 """Tests proving FakeJira behaves like Jira Server's OAuth 1.0a provider.
 
-The client side is requests-oauthlib with RSA-SHA1 (what the broker uses); raw
+The client side is requests-oauthlib with RSA-SHA1 (a standard client, not the broker's code); raw
 ``requests`` builds the malformed calls a real client would never send.
 """
 

@@ -88,3 +88,24 @@ def test_a_whole_life_cycle_leaks_nothing(
         assert secret not in logs, f"a secret reached the logs: {secret[:4]}..."
     for secret in secrets:
         assert secret not in responses, f"a secret reached a response: {secret[:4]}..."
+
+
+def test_an_unexpected_exception_is_logged_redacted(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from chalicelib import integrations
+    from chalicelib.logs import logger
+
+    written = io.StringIO()
+    monkeypatch.setattr(logger.registered_handler, "stream", written)  # what the Lambda writes to CloudWatch
+
+    def fail(team: str) -> None:
+        raise RuntimeError("boom while calling /connect/SECRETLINKTOKEN?oauth_token=SECRETTOKEN123")
+
+    monkeypatch.setattr(integrations, "get_integration", fail)
+    answer = broker.call("GET", "/v1/teams/acme/jira")
+    assert answer.status == 500 and answer.error_code == "internal_error"
+    logged = written.getvalue()
+    assert "RuntimeError" in logged and "Traceback" in logged  # the traceback is logged ...
+    assert "SECRETTOKEN123" not in logged and "SECRETLINKTOKEN" not in logged  # ... redacted
+    assert "SECRET" not in answer.text

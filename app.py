@@ -7,9 +7,11 @@ from collections.abc import Callable
 from chalice import AuthResponse, Chalice, ConvertToMiddleware, Response
 from chalice.app import Request
 
-from chalicelib import connect, integrations, pages, proxy, setup
+from chalicelib import browser, connect, integrations, pages, proxy, setup, signin
 from chalicelib.apikeys import lookup
 from chalicelib.config import load_settings
+from chalicelib.deadline import start_request
+from chalicelib.errors import StorageUnavailable
 from chalicelib.links import CONNECT, SETUP
 from chalicelib.logs import logger
 from chalicelib.resources import store_for
@@ -17,6 +19,7 @@ from chalicelib.responses import empty_response, json_response, passthrough_resp
 from chalicelib.urls import origin_of, with_query
 from chalicelib.web import (
     check_same_origin,
+    cookie_header,
     envelope_chalice_errors,
     json_body,
     link_page_route,
@@ -36,7 +39,8 @@ service = service_route(app)
 def broker_envelope(event: Request, get_response: Callable[[Request], Response]) -> Response:
     """Every request: learn the public URL it came in on; give Chalice's own errors the broker's envelope."""
     remember_public_url(event)
-    return envelope_chalice_errors(get_response(event))
+    with start_request(load_settings().request_budget_seconds):  # every Jira call of this request fits in it
+        return envelope_chalice_errors(get_response(event))
 
 
 # Binary answers the proxy passes through (base64 through API Gateway); the caller's Accept must match.
@@ -47,8 +51,15 @@ FORM = ["application/x-www-form-urlencoded", "application/json", "multipart/form
 
 @app.authorizer(ttl_seconds=60)
 def api_key_auth(auth_request):  # type: ignore[no-untyped-def]
-    """``Authorization: Bearer <key>``: allow with the key's team scope, or deny (403)."""
-    record = lookup(store_for(load_settings()), auth_request.token)
+    """``Authorization: Bearer <key>``: allow with the key's team scope, deny (403), or neither (503)."""
+    try:
+        record = lookup(store_for(load_settings()), auth_request.token)
+    except StorageUnavailable:
+        # Fail closed with an answer. No output is an invalid authorizer answer: API Gateway then
+        # answers its AUTHORIZER_CONFIGURATION_ERROR response (503 authorizer_unavailable in infra/),
+        # as it would for a raise, and Chalice's test client and chalice local answer it too
+        # instead of crashing or dropping the connection. Never a deny: the key may be valid.
+        return None
     if record is None:
         return AuthResponse(routes=[], principal_id="anonymous")
     return AuthResponse(routes=["*"], principal_id=record["name"], context={"team": record.get("team") or ""})
@@ -132,15 +143,21 @@ def view_connect_link(token: str) -> Response:
 @app.route("/connect/{token}", methods=["POST"], content_types=FORM)
 @link_page_route(CONNECT)
 def start_connect(token: str) -> Response:
-    check_same_origin(app.current_request)
-    return redirect(connect.start(token))
+    request = app.current_request
+    check_same_origin(request)
+    settings = load_settings()
+    started = signin.start(token, browser.read(cookie_header(request), settings), settings)
+    return redirect(started.authorize_url, headers={"Set-Cookie": browser.set_cookie(started.browser_id, settings)})
 
 
 @app.route("/oauth/callback", methods=["GET"], content_types=FORM)
 @page_route
 def oauth_callback() -> Response:
-    outcome = connect.finish(
-        query_param(app.current_request, "oauth_token"), query_param(app.current_request, "oauth_verifier")
+    request = app.current_request
+    outcome = signin.finish(
+        query_param(request, "oauth_token"),
+        query_param(request, "oauth_verifier"),
+        browser.read(cookie_header(request), load_settings()),
     )
     if outcome.return_to:
         extra = {"jira_error": outcome.error.code} if outcome.result == "error" and outcome.error else {}

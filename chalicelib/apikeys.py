@@ -7,6 +7,7 @@ Example::
     key = new_api_key()                                  # "jb_..." shown to the operator once
     save_api_key(store, key, name="chat-bot", team="acme")
     lookup(store, "Bearer " + key)                      # -> the key's record, or None
+                                                        #    (StorageUnavailable: it could not be checked)
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import threading
 import time
 from typing import Any
 
-from . import clock
+from . import aws, clock
+from .errors import StorageUnavailable
+from .logs import logger
 from .store import Store, token_hash
 
 PREFIX = "jb_"
@@ -50,7 +53,12 @@ _cache_lock = threading.Lock()
 
 
 def lookup(store: Store, header: str | None) -> dict[str, Any] | None:
-    """The live record for the presented key, or None. Only the hash is ever looked up."""
+    """The live record for the presented key, or None. Only the hash is ever looked up.
+
+    Raises:
+        StorageUnavailable: DynamoDB throttled, failed or did not answer; the key was neither
+            accepted nor refused, and nothing was cached.
+    """
     key = bearer_token(header)
     if key is None:
         return None
@@ -59,7 +67,13 @@ def lookup(store: Store, header: str | None) -> dict[str, Any] | None:
         cached = _cache.get(key_hash)
     if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
-    record = store.get_api_key(key_hash)
+    try:
+        record = store.get_api_key(key_hash)
+    except Exception as error:
+        if not aws.storage_trouble(error):
+            raise
+        logger.warning("the API key could not be checked", extra=aws.trouble_details(error))
+        raise StorageUnavailable() from error
     if record is None or record.get("revoked"):
         return None
     with _cache_lock:

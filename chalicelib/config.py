@@ -62,8 +62,13 @@ class Settings:
         allow_private_networks: accept Jira hosts on loopback, link-local or
             private addresses (``BROKER_ALLOW_PRIVATE_NETWORKS``; on by default
             only in the local stage).
-        jira_connect_timeout / jira_read_timeout: seconds per call to Jira.
-            Two calls must fit in API Gateway's 29 s, so the defaults are 4 s + 8 s.
+        jira_connect_timeout / jira_read_timeout: seconds per socket operation on a call to Jira
+            (connecting; each read), defaults 4 s and 8 s.
+        jira_call_seconds: the most one call to Jira may take in all, body included
+            (``BROKER_JIRA_CALL_SECONDS``, default 10).
+        request_budget_seconds: the most all of one HTTP request's calls to Jira may take together
+            (``BROKER_REQUEST_BUDGET_SECONDS``, default 24): API Gateway ends requests at 29 s and
+            the Lambda timeout is 28 s; the rest is for the broker's DynamoDB and Secrets Manager work.
     """
 
     stage: str
@@ -76,6 +81,8 @@ class Settings:
     allow_private_networks: bool
     jira_connect_timeout: float
     jira_read_timeout: float
+    jira_call_seconds: float
+    request_budget_seconds: float
 
     @property
     def is_local(self) -> bool:
@@ -110,4 +117,6 @@ def load_settings() -> Settings:
         allow_private_networks=_flag("BROKER_ALLOW_PRIVATE_NETWORKS", is_local),
         jira_connect_timeout=_float("BROKER_JIRA_CONNECT_TIMEOUT", 4.0),
         jira_read_timeout=_float("BROKER_JIRA_READ_TIMEOUT", 8.0),
+        jira_call_seconds=_float("BROKER_JIRA_CALL_SECONDS", 10.0),
+        request_budget_seconds=_float("BROKER_REQUEST_BUDGET_SECONDS", 24.0),
     )

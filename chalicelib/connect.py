@@ -1,11 +1,8 @@
-"""Connecting a user: connect links, the click that starts Jira's dance, and the callback.
+"""Connect links and connections: minting and checking links, reading and deleting connections.
 
 1. A service asks for a link: :func:`create_link` (a signed token plus a link record).
 2. The person opens it: :func:`check_link` (no side effect, so link previews change nothing).
-3. The person clicks Continue: :func:`start` gets a request token from Jira *now*, so
-   Jira's 10-minute lifetime starts at the click, and returns Jira's authorize URL.
-4. Jira sends the browser back: :func:`finish` consumes the request token exactly once,
-   exchanges it, asks Jira who approved, and stores the connection.
+3. Continue and Jira's callback are :mod:`signin`'s.
 
 Example::
 
@@ -16,20 +13,18 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import clock
 from .config import Settings, load_settings
-from .errors import BrokerError, Conflict, Gone, InvalidRequest, NotFound
+from .errors import Gone, InvalidRequest, NotFound
 from .links import CONNECT, LinkClaims, new_link_id
 from .logs import logger
-from .oauth1 import DENIED, REQUEST_TOKEN_LIFETIME, JiraOAuthError
 from .pages import Who
-from .problems import explain_exchange_problem, explain_setup_problem
-from .resources import jira_for, link_signer, require_integration, store_for, team_key, vault_for
+from .resources import link_signer, require_integration, store_for
 from .store import COMPLETED
-from .urls import check_jira_destination, check_return_to, host_label
+from .urls import check_return_to, host_label
 
 DEFAULT_LINK_LIFETIME = 3600
 MIN_LINK_LIFETIME = 60
@@ -49,19 +44,6 @@ class LinkContext:
     @property
     def host(self) -> str:
         return host_label(self.integration["base_url"])
-
-
-@dataclass
-class Outcome:
-    """How a callback ended, for a page or a redirect to ``return_to``."""
-
-    result: str  # "connected" | "denied" | "error"
-    team: str
-    user: str
-    host: str
-    return_to: str | None = None
-    error: BrokerError | None = None
-    jira_user: dict[str, Any] = field(default_factory=dict)
 
 
 def link_lifetime(raw: object) -> int:
@@ -131,7 +113,7 @@ def open_link(
     return claims, link
 
 
-def _integration_gone(team: str) -> NotFound:
+def integration_gone(team: str) -> NotFound:
     return NotFound(f"Team {team} no longer has a Jira integration.", code="integration_not_found")
 
 
@@ -170,7 +152,7 @@ def check_link(token: str, settings: Settings | None = None) -> LinkContext:
     )
     integration = store_for(settings).get_integration(claims.team)
     if integration is None:
-        raise _integration_gone(claims.team)
+        raise integration_gone(claims.team)
     if integration["revision"] != link.get("revision"):
         raise Gone(
             f"This link was made before team {claims.team}'s Jira integration was changed, so it no longer applies.",
@@ -179,131 +161,27 @@ def check_link(token: str, settings: Settings | None = None) -> LinkContext:
     return LinkContext(claims, link, integration)
 
 
-def start(token: str, settings: Settings | None = None) -> str:
-    """Check the link again, get a request token from Jira, remember it, and return Jira's authorize URL."""
-    settings = settings or load_settings()
-    context = check_link(token, settings)
-    claims, integration = context.claims, context.integration
-    check_jira_destination(integration["base_url"], settings)  # the host's addresses may have changed
-    jira = jira_for(integration, team_key(vault_for(settings), claims.team, integration), settings)
-    try:
-        request_token = jira.request_token(settings.callback_url)
-    except JiraOAuthError as error:
-        raise explain_setup_problem(error, jira) from None
-    now = clock.now()
-    store_for(settings).put_pending(
-        request_token.token,
-        {
-            "team": claims.team,
-            "user": claims.user,
-            "link_id": claims.link_id,
-            "revision": integration["revision"],
-            "token_secret": request_token.secret,
-            "return_to": context.link.get("return_to"),
-            "created_at": now,
-            "expires_at": now + REQUEST_TOKEN_LIFETIME,
-            "ttl": now + REQUEST_TOKEN_LIFETIME + 3600,
-        },
-    )
-    logger.info("authorization started", extra={"team": claims.team, "user": claims.user, "jira_host": jira.host})
-    return jira.authorize_url(request_token.token)
+def not_connected(team: str, user: str) -> NotFound:
+    return NotFound(f"{user} in team {team} has not connected Jira. Send them a connect link.", code="not_connected")
 
 
-def finish(oauth_token: str | None, oauth_verifier: str | None, settings: Settings | None = None) -> Outcome:
-    """Handle Jira's redirect back: consume the request token once, exchange it, store the connection.
+def current_connection(integration: dict[str, Any] | None, connection: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The connection if it was made under the integration's current revision; else None.
 
-    Raises a :class:`BrokerError` when the request token is missing, unknown,
-    replayed or expired; every later failure is an :class:`Outcome` with
-    ``result="error"`` so it can go back to ``return_to``.
+    A connection from another revision holds a token for another Jira site or
+    Application Link: it is never shown as connected and never used.
     """
-    settings = settings or load_settings()
-    if not oauth_token:
-        raise InvalidRequest(
-            "Jira's answer is missing oauth_token. Open your connect link again and click Continue.",
-            code="missing_oauth_token",
-        )
-    store = store_for(settings)
-    pending = store.consume_pending(oauth_token, clock.now())
-    team, user = pending["team"], pending["user"]
-    integration = store.get_integration(team)
-    host = host_label(integration["base_url"]) if integration else "Jira"
-    outcome = Outcome("error", team, user, host, return_to=pending.get("return_to"))
-    if oauth_verifier == DENIED:
-        logger.info("authorization denied by the user", extra={"team": team, "user": user})
-        outcome.result = "denied"
-        return outcome
-    try:
-        outcome.jira_user = _exchange(pending, integration, oauth_token, oauth_verifier, settings)
-    except BrokerError as error:
-        logger.info("authorization failed", extra={"team": team, "user": user, "code": error.code})
-        outcome.error = error
-        if error.code == "access_denied":
-            outcome.result = "denied"
-        return outcome
-    store.complete_link(pending["link_id"], clock.now())
-    outcome.result = "connected"
-    return outcome
-
-
-def _exchange(
-    pending: dict[str, Any],
-    integration: dict[str, Any] | None,
-    oauth_token: str,
-    oauth_verifier: str | None,
-    settings: Settings,
-) -> dict[str, Any]:
-    team, user = pending["team"], pending["user"]
-    if not oauth_verifier:
-        raise InvalidRequest(
-            "Jira's answer is missing oauth_verifier. Open your connect link again.", code="missing_oauth_verifier"
-        )
-    if integration is None:
-        raise _integration_gone(team)
-    if integration["revision"] != pending.get("revision"):
-        raise Conflict(
-            f"Team {team}'s Jira integration changed while you were signing in. Ask for a new link.",
-            code="integration_changed",
-        )
-    jira = jira_for(integration, team_key(vault_for(settings), team, integration), settings)
-    try:
-        access = jira.access_token(oauth_token, pending.get("token_secret", ""), oauth_verifier)
-        me = jira.myself(access.token, access.secret)
-    except JiraOAuthError as error:
-        raise explain_exchange_problem(error, jira) from None
-    now = clock.now()
-    jira_user = {
-        "name": me.get("name"),
-        "key": me.get("key"),
-        "display_name": me.get("displayName"),
-        "email": me.get("emailAddress"),
-    }
-    store_for(settings).put_connection(
-        team,
-        user,
-        {
-            "access_token": access.token,
-            "token_secret": access.secret,
-            "session_handle": access.session_handle,
-            "expires_at": now + access.expires_in if access.expires_in else None,
-            "authorization_expires_at": now + access.authorization_expires_in
-            if access.authorization_expires_in
-            else None,
-            "jira_user": {k: v for k, v in jira_user.items() if v is not None},
-            "revision": integration["revision"],
-            "link_id": pending["link_id"],
-            "connected_at": now,
-        },
-    )
-    logger.info("user connected", extra={"team": team, "user": user, "jira_user": jira_user["name"]})
-    return jira_user
+    if integration is None or connection is None or connection.get("revision") != integration.get("revision"):
+        return None
+    return connection
 
 
 def get_connection(team: str, user: str, settings: Settings | None = None) -> dict[str, Any]:
     """A user's connection as callers see it: who in Jira, since when. Never a token."""
     settings = settings or load_settings()
-    connection = store_for(settings).get_connection(team, user)
+    connection = current_connection(*store_for(settings).get_integration_and_connection(team, user))
     if connection is None:
-        raise NotFound(f"{user} in team {team} has not connected Jira. Send them a connect link.", code="not_connected")
+        raise not_connected(team, user)
     jira_user = connection.get("jira_user", {})
     return {
         "connected": True,

@@ -21,6 +21,8 @@ class BrokerError(Exception):
     code = "internal_error"
     status = 500
     default_message = "The broker hit an unexpected error. Try again; if it persists, check the broker's logs."
+    # Seconds a caller should wait before retrying (sent as ``Retry-After``); None: no such advice.
+    retry_after: int | None = None
 
     def __init__(
         self,
@@ -130,3 +132,14 @@ class JiraBadResponse(BrokerError):
     code = "jira_bad_response"
     status = 502
     default_message = "Jira answered with something the broker could not read."
+
+
+class StorageUnavailable(BrokerError):
+    """503: DynamoDB or Secrets Manager throttled, failed or did not answer; retrying shortly may work."""
+
+    code = "storage_unavailable"
+    status = 503
+    retry_after = 2
+    default_message = (
+        "The broker's storage (AWS DynamoDB / Secrets Manager) did not answer just now. Try again in a few seconds."
+    )

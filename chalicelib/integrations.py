@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import clock, connect
 from .config import Settings, load_settings
-from .errors import BrokerError, InvalidRequest
+from .dynamo import ConditionFailed
+from .errors import BrokerError, Conflict, Gone, InvalidRequest
 from .keys import ALLOWED_GENERATED_BITS, KeyVault, fingerprint, generate_private_key, parse_private_key, public_pem
 from .logs import logger
 from .oauth1 import JiraClient, JiraOAuthError
 from .problems import explain_setup_problem
 from .resources import require_integration, store_for, team_key, vault_for
+from .store import DELETING
 from .urls import check_jira_destination, normalize_base_url, validate_id
 
 _CONSUMER_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -96,48 +99,132 @@ def _server_info(jira: JiraClient) -> tuple[dict[str, Any], list[dict[str, str]]
 
 
 # -- the routes' work ------------------------------------------------------------
-def put_integration(team: str, body: dict[str, Any], settings: Settings | None = None) -> tuple[int, dict[str, Any]]:
-    """Validate, prove against Jira, then store. Returns (201 created | 200 replaced, integration)."""
+def put_integration(
+    team: str, body: dict[str, Any], settings: Settings | None = None, *, complete_link: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Validate, prove against Jira, then store. Returns (201 created | 200 replaced, integration).
+
+    The order keeps every failure harmless (see :func:`_commit`). With ``complete_link``, that
+    setup link is completed in the same write, so a used link changes nothing.
+
+    Raises:
+        Conflict: 409 ``integration_changed`` when another write of the team's integration won meanwhile.
+    """
     settings = settings or load_settings()
     store, vault = store_for(settings), vault_for(settings)
     base_url = normalize_base_url(_required_string(body, "base_url"))
     consumer_key = _consumer_key(_required_string(body, "consumer_key"))
-    user = validate_id("user", body["user"]) if body.get("user") not in (None, "") else None
+    user = _optional_user(body.get("user"))
+    record = store.get_integration_record(team)  # a half-deleted one too: its version guards the write
     existing = store.get_integration(team)
     key, from_pending = _choose_key(body, team, vault, existing)
     check_jira_destination(base_url, settings)
 
-    jira = JiraClient(base_url, consumer_key, key, timeout=settings.jira_timeout)
+    jira = JiraClient(base_url, consumer_key, key, timeout=settings.jira_timeout, deadline=settings.jira_call_seconds)
     _prove(jira, consumer_key, settings)
     server, warnings = _server_info(jira)
 
-    vault.put_team_key(team, key)
-    if from_pending:
-        vault.delete_pending_key(team)
     now = clock.now()
-    same_link = existing is not None and (existing["base_url"], existing["consumer_key"]) == (base_url, consumer_key)
-    if existing is not None and not same_link:
-        dropped = store.delete_team_connections(team)
-        logger.info("integration target changed; connections dropped", extra={"team": team, "dropped": dropped})
+    same_site = existing is not None and (existing["base_url"], existing["consumer_key"]) == (base_url, consumer_key)
     integration = {
         "team": team,
         "base_url": base_url,
         "consumer_key": consumer_key,
         "public_key": public_pem(key),
         "public_key_fingerprint": fingerprint(key),
-        "revision": existing["revision"] if same_link and existing else secrets.token_hex(8),
+        "version": int((record or {}).get("version") or 0) + 1,
+        # Jira binds access tokens to the Application Link, not to its key: a new key for the same
+        # site and consumer keeps connections; another site or consumer starts a new revision.
+        "revision": existing["revision"] if same_site and existing else secrets.token_hex(8),
         "server": server,
         "warnings": warnings,
         "created_at": existing["created_at"] if existing else now,
         "updated_at": now,
     }
-    store.put_integration(team, integration)
+    _commit(team, integration, key, record, settings, from_pending=from_pending, complete_link=complete_link)
     logger.info("integration saved", extra={"team": team, "jira_host": jira.host, "is_new": existing is None})
     result = represent(integration)
     if user is not None:
         link = connect.create_link(team, user, {}, settings)
         result["connect_url"], result["connect_url_expires_at"] = link["url"], link["expires_at"]
     return (200 if existing else 201), result
+
+
+def _commit(
+    team: str,
+    integration: dict[str, Any],
+    key: rsa.RSAPrivateKey,
+    record: dict[str, Any] | None,
+    settings: Settings,
+    *,
+    from_pending: bool,
+    complete_link: str | None,
+) -> None:
+    """Store a proved integration so that a failure at any step leaves a consistent state.
+
+    1. The key goes to its own secret, named by its fingerprint: the key in use is untouched.
+    2. The integration is written, conditional on the version read (and completing the setup
+       link, if any). Until this step nothing the broker uses has changed; if it fails, the new
+       key's secret is removed again (unless the winning write uses the same key).
+    3. Then only clean-up, each step safe to fail: the pending key, connections of an older
+       revision (never used again anyway: the revision no longer matches), the old key's secret.
+    """
+    store, vault = store_for(settings), vault_for(settings)
+    integration["key_secret"] = vault.put_team_key(team, key)
+    expected = int(record.get("version") or 0) if record else None
+    try:
+        store.save_integration(team, integration, expected_version=expected, complete_link=complete_link)
+    except ConditionFailed as error:
+        _forget_unused_key(team, integration["key_secret"], settings)
+        raise _lost_race(team, error) from None
+    except Exception:
+        _forget_unused_key(team, integration["key_secret"], settings)
+        raise
+    # The integration is saved: from here on, only clean-up. Its failure must not turn a done change
+    # into an error answer; what it leaves is never used (another revision, a key nothing names).
+    if from_pending:
+        _clean_up(team, "pending key", vault.delete_pending_key, team)
+    if record is None or record.get("revision") != integration["revision"] or record.get("status") == DELETING:
+        revision = integration["revision"]
+        _clean_up(team, "connections of older revisions", lambda t: store.delete_connections_not_of(t, revision), team)
+    old_secret = (record or {}).get("key_secret") or (vault.team_key_name(team) if record else None)
+    if old_secret and old_secret != integration["key_secret"]:
+        _clean_up(team, "replaced key", vault.delete_key, old_secret)
+
+
+def _clean_up(team: str, what: str, step: Callable[[str], object], argument: str) -> None:
+    try:
+        step(argument)
+    except Exception:  # noqa: BLE001 - logged; the change itself is saved and consistent
+        logger.exception("clean-up after an integration write failed", extra={"team": team, "what": what})
+
+
+def _forget_unused_key(team: str, name: str, settings: Settings) -> None:
+    """Undo step 1 after a failed write, unless the integration now in place names that very key."""
+    try:
+        current = store_for(settings).get_integration_record(team)
+        if (current or {}).get("key_secret") != name:
+            vault_for(settings).delete_key(name)
+    except Exception:  # noqa: BLE001 - the write's own failure is what the caller must hear about
+        logger.exception("could not remove an unused key after a failed integration write", extra={"team": team})
+
+
+def _lost_race(team: str, failed: ConditionFailed) -> BrokerError:
+    if failed.step == "link":
+        return Gone(f"This setup link was already used: team {team}'s Jira was set up through it.", code="link_used")
+    return Conflict(
+        f"Team {team}'s Jira integration was changed by another request while this one was checking Jira. "
+        f"Read it with GET /v1/teams/{team}/jira, then send your change again if it is still needed.",
+        code="integration_changed",
+    )
+
+
+def _optional_user(raw: object) -> str | None:
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, str):
+        raise InvalidRequest("user must be the id of the admin to connect, as a string.", code="invalid_user")
+    return validate_id("user", raw)
 
 
 def represent(integration: dict[str, Any]) -> dict[str, Any]:
@@ -161,18 +248,34 @@ def get_integration(team: str, settings: Settings | None = None) -> dict[str, An
 
 
 def delete_integration(team: str, settings: Settings | None = None) -> None:
-    """Delete the team's secrets, config and every user connection. Idempotent."""
+    """Delete the team's keys, config and every user connection. Idempotent.
+
+    The integration is first marked ``deleting`` (hidden from every route at once), then its
+    keys and connections go, then the item itself. A failure part-way leaves the marked item,
+    which still names the key secrets, so deleting again finishes the job; a new setup
+    replaces it.
+    """
     settings = settings or load_settings()
-    removed = store_for(settings).delete_team(team)
-    vault_for(settings).delete_team(team)
-    logger.info("integration deleted", extra={"team": team, "items_removed": removed})
+    store, vault = store_for(settings), vault_for(settings)
+    record = store.get_integration_record(team)
+    version = int((record or {}).get("version") or 0)
+    if record is not None and record.get("status") != DELETING:
+        try:
+            store.mark_integration_deleting(team, version)
+        except ConditionFailed:
+            raise _lost_race(team, ConditionFailed("integration")) from None
+    vault.delete_team(team, [record["key_secret"]] if record and record.get("key_secret") else [])
+    removed = store.delete_team_connections(team)
+    if record is not None:
+        store.delete_deleting_integration(team, version)
+    logger.info("integration deleted", extra={"team": team, "connections_removed": removed})
 
 
 def create_key_pair(team: str, body: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Generate a key pair; keep the private half as the team's pending key; show the public half."""
     settings = settings or load_settings()
     bits = body.get("bits", 2048)
-    if isinstance(bits, bool) or bits not in ALLOWED_GENERATED_BITS:
+    if type(bits) is not int or bits not in ALLOWED_GENERATED_BITS:  # not 2048.0, not True
         raise InvalidRequest("bits must be 2048, 3072 or 4096.", code="invalid_bits")
     key = generate_private_key(bits)
     vault_for(settings).put_pending_key(team, key)

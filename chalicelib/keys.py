@@ -145,7 +145,7 @@ def fingerprint(key: rsa.RSAPrivateKey) -> str:
 class KeyVault:
     """Private keys in AWS Secrets Manager, one secret per team (plus a pending generated key).
 
-    Names: ``<prefix>/teams/<team>/private-key`` and ``.../pending-key``.
+    Names: ``<prefix>/teams/<team>/keys/<fingerprint>`` (one per key) and ``.../pending-key``.
     Secret names allow only letters, digits and ``/_+=.@-``, so a ``:`` in a
     team id becomes ``+`` (which team ids cannot hold, so the mapping is 1:1).
     """
@@ -159,28 +159,44 @@ class KeyVault:
     def client(self) -> Any:
         return self._client or aws.client("secretsmanager")
 
+    def _team_prefix(self, team: str) -> str:
+        return f"{self.prefix}/teams/{team.replace(':', '+')}"
+
     def team_key_name(self, team: str) -> str:
-        return f"{self.prefix}/teams/{team.replace(':', '+')}/private-key"
+        """The one name keys were kept under before each key got its own (still read for old setups)."""
+        return f"{self._team_prefix(team)}/private-key"
+
+    def key_name(self, team: str, key_fingerprint: str) -> str:
+        """Each key has its own secret, named by its fingerprint, so the integration record can name
+        exactly the key that signs: writing a new key never changes the one in use."""
+        return f"{self._team_prefix(team)}/keys/{key_fingerprint.removeprefix('sha256:')[:40]}"
 
     def pending_key_name(self, team: str) -> str:
-        return f"{self.prefix}/teams/{team.replace(':', '+')}/pending-key"
+        return f"{self._team_prefix(team)}/pending-key"
 
     # -- team keys ---------------------------------------------------------
-    def put_team_key(self, team: str, key: rsa.RSAPrivateKey) -> None:
-        self._put(self.team_key_name(team), private_pem(key))
-        _loaded_keys.put(team, fingerprint(key), key)
+    def put_team_key(self, team: str, key: rsa.RSAPrivateKey) -> str:
+        """Keep ``key`` under its own name; returns the name, for the integration record."""
+        key_fingerprint = fingerprint(key)
+        name = self.key_name(team, key_fingerprint)
+        self._put(name, private_pem(key))
+        _loaded_keys.put(team, key_fingerprint, key)
+        return name
 
-    def team_key(self, team: str, expected_fingerprint: str) -> rsa.RSAPrivateKey | None:
-        """The team's loaded key; from the warm cache when its fingerprint still matches."""
+    def team_key(self, team: str, expected_fingerprint: str, name: str | None = None) -> rsa.RSAPrivateKey | None:
+        """The key named ``name`` (default: the old single name), loaded; from the warm cache when
+        its fingerprint matches. None when the secret is gone or holds another key."""
         cached = _loaded_keys.get(team, expected_fingerprint)
         if cached is not None:
             return cached
-        pem = self._get(self.team_key_name(team))
+        pem = self._get(name or self.team_key_name(team))
         if pem is None:
             return None
         key = serialization.load_pem_private_key(pem.encode(), password=None)
         assert isinstance(key, rsa.RSAPrivateKey)
-        _loaded_keys.put(team, fingerprint(key), key)
+        if fingerprint(key) != expected_fingerprint:
+            return None  # never sign with a key other than the one the integration shows
+        _loaded_keys.put(team, expected_fingerprint, key)
         return key
 
     def put_pending_key(self, team: str, key: rsa.RSAPrivateKey) -> None:
@@ -197,10 +213,14 @@ class KeyVault:
     def delete_pending_key(self, team: str) -> None:
         self._delete(self.pending_key_name(team))
 
-    def delete_team(self, team: str) -> None:
-        """Schedule both of the team's secrets for deletion (7-day recovery window)."""
-        self._delete(self.team_key_name(team))
-        self._delete(self.pending_key_name(team))
+    def delete_key(self, name: str) -> None:
+        """Schedule one key's secret for deletion (7-day recovery window). Idempotent."""
+        self._delete(name)
+
+    def delete_team(self, team: str, key_names: list[str]) -> None:
+        """Schedule the team's keys (``key_names``, the old single name, the pending key) for deletion."""
+        for name in {*key_names, self.team_key_name(team), self.pending_key_name(team)}:
+            self._delete(name)
         _loaded_keys.drop(team)
 
     # -- any secret (also the broker's own link-signing key) --------------

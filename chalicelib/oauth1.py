@@ -11,16 +11,14 @@ form-encoded body and in the ``WWW-Authenticate`` header.
 
 Example::
 
-    jira = JiraClient(base_url, consumer_key, private_key, timeout=(4, 8))
+    jira = JiraClient(base_url, consumer_key, private_key, timeout=(4, 8), deadline=10)
     rt = jira.request_token("https://broker.example.com/oauth/callback")
     jira.authorize_url(rt.token)
 """
 
 from __future__ import annotations
 
-import http.cookiejar
 import re
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,15 +28,9 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from oauthlib.oauth1 import SIGNATURE_RSA, SIGNATURE_TYPE_AUTH_HEADER, Client
 
-from .errors import (
-    BrokerError,
-    InvalidRequest,
-    JiraBadResponse,
-    JiraRejected,
-    JiraTimeout,
-    JiraTLSError,
-    JiraUnreachable,
-)
+from .deadline import Deadline, deadline_of
+from .errors import BrokerError, InvalidRequest, JiraBadResponse, JiraRejected
+from .jirahttp import read_capped, session_for, timed_out, translating
 from .logs import logger, redact
 
 REQUEST_TOKEN_PATH = "/plugins/servlet/oauth/request-token"  # noqa: S105 - a path, not a secret
@@ -97,35 +89,6 @@ class JiraOAuthError(BrokerError):
         self.problem = problem
 
 
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    """A cookie policy that keeps nothing and sends nothing."""
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-
-# -- sessions: one pooled HTTP session per Jira ----------------------------------
-_sessions: dict[str, requests.Session] = {}
-_sessions_lock = threading.Lock()
-
-
-def session_for(base_url: str) -> requests.Session:
-    """A pooled session per Jira base URL, reused across warm invocations."""
-    with _sessions_lock:
-        session = _sessions.get(base_url)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # never route a team's Jira through ambient proxy settings
-            # One session serves every user of a Jira: a cookie Jira sets for one user (JSESSIONID)
-            # must never ride along on the next user's request.
-            session.cookies.set_policy(_NoCookies())
-            _sessions[base_url] = session
-        return session
-
-
 # -- clock offsets: seconds to add to our clock for each Jira ------------------------
 _clock_offsets: dict[str, int] = {}
 TIMESTAMP_WINDOW = 300  # Jira accepts timestamps within +/- 5 minutes
@@ -177,7 +140,12 @@ def _int_or_none(value: str | None) -> int | None:
 
 
 class JiraClient:
-    """Talks OAuth 1.0a (RSA-SHA1) to one Jira as one Application Link."""
+    """Talks OAuth 1.0a (RSA-SHA1) to one Jira as one Application Link.
+
+    ``timeout`` is ``requests``' per-operation (connect, read) timeout; ``deadline`` is the
+    most seconds one call may take in all, body included (default: the two timeouts added),
+    or less when the current request's budget (:func:`chalicelib.deadline.start_request`) ends sooner.
+    """
 
     def __init__(
         self,
@@ -186,12 +154,14 @@ class JiraClient:
         private_key: rsa.RSAPrivateKey,
         *,
         timeout: tuple[float, float],
+        deadline: float | None = None,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url
         self.consumer_key = consumer_key
         self._private_key = private_key
         self.timeout = timeout
+        self.deadline = deadline if deadline is not None else timeout[0] + timeout[1]
         self.session = session or session_for(base_url)
 
     @property
@@ -276,24 +246,36 @@ class JiraClient:
         return self.send_prepared(self.prepare(method, path, oauth=oauth, headers=headers))
 
     def send_prepared(self, prepared: requests.PreparedRequest, *, stream: bool = False) -> requests.Response:
-        """Send a prepared request; connection failures become broker errors naming the host."""
+        """Send a prepared request within one total deadline; failures become broker errors naming the host.
+
+        The deadline covers the body too: read here, or with ``stream`` by :meth:`read_body`. A
+        streamed response keeps it armed until the body is read to its end or the response is
+        closed, and at the latest until it passes (see :mod:`chalicelib.deadline`).
+        """
+        call = Deadline(self.deadline)
+        if call.remaining() <= 0:
+            raise timed_out(self.host, call)  # the request's budget is spent: do not even connect
+        with translating(self.host, call, self.timeout):
+            with call.running():
+                response = self.session.send(
+                    prepared, timeout=call.cap(self.timeout), allow_redirects=False, stream=stream
+                )
+        return response
+
+    def read_body(self, response: requests.Response, limit: int) -> bytes:
+        """A streamed response's body (:meth:`call_as`), read within the deadline of the call that sent it.
+
+        Raises :class:`JiraBadResponse` ``response_too_large`` past ``limit`` bytes, ``jira_bad_response``
+        when Jira stops part-way, and :class:`JiraTimeout` when the deadline passes. Closes the response.
+        """
+        call = deadline_of(response)
         try:
-            return self.session.send(prepared, timeout=self.timeout, allow_redirects=False, stream=stream)
-        except requests.exceptions.SSLError:
-            raise JiraTLSError(
-                f"The TLS handshake with {self.host} failed: its certificate is not trusted "
-                "(self-signed, expired or for another name) or it does not speak https on that port.",
-            ) from None
-        except requests.exceptions.Timeout:
-            raise JiraTimeout(
-                f"Jira at {self.host} did not answer within {self.timeout[0] + self.timeout[1]:g} seconds. "
-                "Check that it is up and reachable from the broker.",
-            ) from None
-        except requests.exceptions.ConnectionError:
-            raise JiraUnreachable(
-                f"The broker could not connect to {self.host}. Check base_url's host and port, "
-                "and that Jira is reachable from the broker's network.",
-            ) from None
+            with translating(self.host, call, self.timeout, reading=True):
+                return read_capped(response, limit, self.host)
+        finally:
+            response.close()
+            if call is not None:
+                call.close()
 
     # -- the dance -----------------------------------------------------------
     def request_token(self, callback_url: str) -> RequestToken:
@@ -352,19 +334,32 @@ class JiraClient:
 
         ``timestamp_refused`` is re-signed with Jira's clock and ``nonce_used``
         re-signed with a new nonce, once each. Redirects are returned, not
-        followed. The body is streamed, so the caller can cap what it reads.
+        followed. The body is streamed, so the caller can cap what it reads: read it with
+        :meth:`read_body` (or close the response), which ends the call's deadline.
         """
         for attempt in (1, 2):
             prepared = self.prepare_as(token, token_secret, request)
             response = self.send_prepared(prepared, stream=True)
-            problem = parse_problem(response) if response.status_code in (400, 401) else None
+            problem = self._problem(response) if response.status_code in (400, 401) else None
             if problem is None or attempt == 2:
                 return response, problem
-            if problem.problem == "timestamp_refused" and learn_clock_offset(self.base_url, problem):
-                continue
-            if problem.problem != "nonce_used":
+            retry = problem.problem == "nonce_used" or (
+                problem.problem == "timestamp_refused" and learn_clock_offset(self.base_url, problem)
+            )
+            if not retry:
                 return response, problem
+            response.close()  # hands its connection back, which ends its deadline
         raise AssertionError("unreachable")
+
+    def _problem(self, response: requests.Response) -> OAuthProblem | None:
+        """parse_problem on a streamed response: its body is read within the call's deadline."""
+        call = deadline_of(response)
+        try:
+            with translating(self.host, call, self.timeout, reading=True):
+                return parse_problem(response)
+        except BrokerError:
+            response.close()
+            raise
 
     def authorization(
         self, token: str, token_secret: str, method: str, url: str, form: str | None = None

@@ -190,6 +190,7 @@ _TITLES = {
     "integration_not_found": "Jira is not set up for this team",
     "cross_site_request": "Refused: sent from another site",
     "csrf_token_invalid": "Refused: this form did not come from this page",
+    "storage_unavailable": "The broker could not reach its storage just now",
 }
 
 _NEXT_STEP = {
@@ -203,6 +204,7 @@ _NEXT_STEP = {
         "request_token_used": "If you are not connected yet, open your connect link again.",
         "request_token_expired": "Open your connect link again and click Continue.",
         "cross_site_request": "Open the connect link yourself and click Continue on the broker's page.",
+        "storage_unavailable": "Wait a few seconds, then open your connect link again.",
     },
     SETUP: {
         "link_invalid": "Ask your chat bot for a new setup link, and open it exactly as posted.",
@@ -215,6 +217,7 @@ _NEXT_STEP = {
         "happening, allow cookies for this site.",
         "body_too_large": "Choose the private key's PEM file itself: it is a few kilobytes.",
         "invalid_body": "Open your setup link again and send the form from that page.",
+        "storage_unavailable": "Wait a few seconds, then open your setup link again and send the form again.",
     },
 }
 

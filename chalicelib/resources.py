@@ -67,7 +67,8 @@ def require_integration(store: Store, team: str) -> dict[str, Any]:
 
 
 def team_key(vault: KeyVault, team: str, integration: dict[str, Any]) -> rsa.RSAPrivateKey:
-    key = vault.team_key(team, integration["public_key_fingerprint"])
+    """The key the integration names (by secret and fingerprint), so what signs is what GET shows."""
+    key = vault.team_key(team, integration["public_key_fingerprint"], integration.get("key_secret"))
     if key is None:
         raise BrokerError(
             f"Team {team}'s private key is missing from Secrets Manager. Set the integration up again "
@@ -78,4 +79,10 @@ def team_key(vault: KeyVault, team: str, integration: dict[str, Any]) -> rsa.RSA
 
 
 def jira_for(integration: dict[str, Any], key: rsa.RSAPrivateKey, settings: Settings) -> JiraClient:
-    return JiraClient(integration["base_url"], integration["consumer_key"], key, timeout=settings.jira_timeout)
+    return JiraClient(
+        integration["base_url"],
+        integration["consumer_key"],
+        key,
+        timeout=settings.jira_timeout,
+        deadline=settings.jira_call_seconds,
+    )

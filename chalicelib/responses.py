@@ -31,8 +31,14 @@ def empty_response(status: int = 204) -> Response:
     return Response(body="", status_code=status, headers=headers)
 
 
+def retry_headers(error: BrokerError) -> dict[str, str]:
+    """``Retry-After`` for an error that advises waiting (storage trouble); otherwise nothing."""
+    return {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+
+
 def error_response(error: BrokerError) -> Response:
     headers: dict[str, str | list[str]] = {"Content-Type": JSON, "X-Broker-Error": error.code, **NO_STORE}
+    headers.update(retry_headers(error))
     return Response(body=json.dumps(error.to_dict()), status_code=error.status, headers=headers)
 
 

@@ -29,14 +29,13 @@ import secrets
 import time
 from email import policy
 from email.parser import BytesParser
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from chalice import Response
 from chalice.app import Request
 
-from . import clock, connect, integrations
+from . import browser, clock, connect, integrations, signin
 from .config import Settings, load_settings
 from .errors import BrokerError, Forbidden, InvalidRequest
 from .keys import fingerprint, public_pem
@@ -122,22 +121,26 @@ def submit(token: str, request: Request | None) -> Response:
         integrations.create_key_pair(claims.team, {}, settings)
         logger.info("setup page: key pair generated", extra={"team": claims.team, "user": claims.user})
         return redirect(f"{_page_url(token, settings)}#key")
-    return _verify(claims, token, form, csrf, settings)
+    return _verify(claims, token, form, csrf, settings, request.headers.get("cookie"))
 
 
-def _verify(claims: LinkClaims, token: str, form: dict[str, str], csrf: str, settings: Settings) -> Response:
+def _verify(
+    claims: LinkClaims, token: str, form: dict[str, str], csrf: str, settings: Settings, request_cookies: str | None
+) -> Response:
     started = time.monotonic()
     private_key = (form.get("private_key_file") or "").strip() or (form.get("private_key") or "").strip()
     body = {"base_url": form.get("base_url", "").strip(), "consumer_key": form.get("consumer_key", "").strip()}
     if private_key:
         body["private_key"] = private_key
     try:
-        integrations.put_integration(claims.team, body, settings)
+        # Saving the integration completes the setup link in the same write: a link used meanwhile
+        # (the form sent twice) changes nothing and answers link_used.
+        integrations.put_integration(claims.team, body, settings, complete_link=claims.link_id)
     except BrokerError as error:
+        if error.code == "link_used":
+            raise
         logger.info("setup page: verification failed", extra={"team": claims.team, "code": error.code})
         return _page(claims, token, csrf, settings, typed=body, error=_for_page(error), key_dropped=bool(private_key))
-    store = store_for(settings)
-    store.complete_link(claims.link_id, clock.now())
     logger.info("setup page: integration verified and saved", extra={"team": claims.team, "user": claims.user})
 
     # Go on to Jira as the admin, through a connect link of their own (its page is the fallback).
@@ -146,10 +149,12 @@ def _verify(claims: LinkClaims, token: str, form: dict[str, str], csrf: str, set
     if time.monotonic() - started > _GATEWAY_SECONDS - sum(settings.jira_timeout) - 2:
         return redirect(connect_url)
     try:
-        return redirect(connect.start(connect_token, settings))
+        started_signin = signin.start(connect_token, browser.read(request_cookies, settings), settings)
     except BrokerError as error:
         logger.info("setup page: could not start connecting", extra={"team": claims.team, "code": error.code})
         return redirect(connect_url)
+    cookie = browser.set_cookie(started_signin.browser_id, settings)
+    return redirect(started_signin.authorize_url, headers={"Set-Cookie": cookie})
 
 
 def _for_page(error: BrokerError) -> BrokerError:
@@ -210,15 +215,7 @@ def _cookie(value: str, settings: Settings) -> str:
 
 
 def _csrf_cookie(request: Request | None) -> str | None:
-    raw = (request.headers.get("cookie") if request is not None else None) or ""
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(raw)
-    except CookieError:
-        return None
-    morsel = jar.get(CSRF_COOKIE)
-    value = morsel.value if morsel is not None else ""
-    return value if _CSRF_VALUE.match(value) else None
+    return browser.read_cookie(request.headers.get("cookie") if request is not None else None, CSRF_COOKIE, _CSRF_VALUE)
 
 
 def _check_csrf(request: Request, form: dict[str, str]) -> str:

@@ -14,11 +14,15 @@ import socket
 import time
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import idna
+
 from .config import Settings
 from .errors import InvalidRequest, JiraUnreachable
 
 _ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _CONTROL = re.compile(r"[\x00-\x20\x7f\\]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LABEL = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 
 
 def validate_id(kind: str, value: str) -> str:
@@ -39,13 +43,24 @@ def validate_id(kind: str, value: str) -> str:
 
 
 def normalize_base_url(raw: object) -> str:
-    """Check a Jira base URL's shape and drop a trailing slash; case and context path are kept."""
+    """Check a Jira base URL's shape and drop a trailing slash; case and context path are kept.
+
+    A non-ASCII host name becomes its IDNA A-label (``xn--...``): that is the
+    host requests connects to, so the address check resolves the same name.
+    """
     if not isinstance(raw, str) or not raw.strip():
         raise _bad_base_url("base_url must be a non-empty string such as https://jira.example.com.")
     url = raw.strip()
     if _CONTROL.search(url):
         raise _bad_base_url("base_url must not contain spaces, control characters or backslashes.")
-    parts = urlsplit(url)
+    if _SURROGATE.search(url):
+        raise _bad_base_url("base_url holds a lone surrogate (an unpaired \\ud800-\\udfff escape); send valid Unicode.")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed '[' or a bracketed host that is no IPv6 address
+        raise _bad_base_url(
+            "base_url is not a valid URL; write an IPv6 host in brackets, e.g. http://[::1]:8080."
+        ) from None
     if parts.scheme.lower() not in {"http", "https"}:
         raise _bad_base_url("base_url must start with http:// or https://.")
     if "@" in parts.netloc:
@@ -55,12 +70,48 @@ def normalize_base_url(raw: object) -> str:
     if "#" in url or parts.fragment:
         raise _bad_base_url("base_url must not carry a fragment; remove the '#...' part.")
     try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
+        port = parts.port  # raises ValueError for a bad port
     except ValueError:
         raise _bad_base_url("base_url has an invalid port number.") from None
+    if port == 0:
+        raise _bad_base_url("base_url has an invalid port number: use 1 to 65535.")
     if not parts.hostname:
         raise _bad_base_url("base_url has no host name.")
-    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    netloc = _checked_netloc(parts.netloc, parts.hostname)
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _checked_netloc(netloc: str, hostname: str) -> str:
+    """The netloc, if its host is an IP address or a DNS name requests and getaddrinfo can both use."""
+    if netloc.startswith("["):
+        if "%" in hostname:  # urlsplit has already checked the rest of the IPv6 literal
+            raise _bad_base_url("base_url's IPv6 host must not carry a zone id ('%...').")
+        return netloc
+    name = hostname.removesuffix(".")  # a fully qualified name may end with a dot
+    if name.isascii():
+        _check_labels(name, hostname)
+        return netloc
+    try:  # what requests does with a non-ASCII host (IDNA 2008 with UTS 46 mapping)
+        a_label = idna.encode(name, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        raise _bad_base_url(
+            "base_url's host name is not a valid internationalized domain name (IDNA); check it for typos."
+        ) from None
+    _check_labels(a_label, hostname)
+    _, colon, port = netloc.partition(":")
+    return a_label + colon + port
+
+
+def _check_labels(name: str, hostname: str) -> None:
+    if len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
+        raise _bad_base_url(
+            f"base_url's host {_shown_host(hostname)} is not a valid host name: each dot-separated label must be "
+            "1 to 63 letters, digits, '-' or '_', and the whole name at most 253 characters."
+        )
+
+
+def _shown_host(hostname: str) -> str:
+    return hostname if len(hostname) <= 100 and hostname.isprintable() else "(too long to show)"
 
 
 def _bad_base_url(message: str) -> InvalidRequest:
@@ -133,7 +184,10 @@ def check_return_to(raw: object, settings: Settings) -> str:
     """Return ``return_to`` if its origin is on the configured allowlist, else raise 400."""
     if not isinstance(raw, str) or not raw:
         raise InvalidRequest("return_to must be an absolute http(s) URL.", code="invalid_return_to")
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # an unclosed '[' or a bracketed host that is no IPv6 address
+        raise InvalidRequest("return_to must be an absolute http(s) URL.", code="invalid_return_to") from None
     if parts.scheme.lower() not in {"http", "https"} or not parts.hostname or "@" in parts.netloc:
         raise InvalidRequest("return_to must be an absolute http(s) URL.", code="invalid_return_to")
     origin = f"{parts.scheme}://{parts.netloc}".lower()

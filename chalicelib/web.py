@@ -11,7 +11,6 @@ Example::
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -20,19 +19,27 @@ from urllib.parse import urlsplit
 from chalice import Chalice, Response
 from chalice.app import Request
 
+from . import aws
 from .config import load_settings, request_public_url
 from .connect import describe_link
-from .errors import BrokerError, Forbidden, InvalidRequest
+from .errors import BrokerError, Forbidden, StorageUnavailable
+from .json_input import parse_json_object
 from .links import CONNECT
 from .logs import logger
-from .pages import error_page
-from .responses import error_response
+from .pages import Who, error_page
+from .responses import error_response, retry_headers
 from .urls import validate_id
 
 View = Callable[..., Response]
 
 
 def _unexpected(error: Exception) -> BrokerError:
+    """The broker error for an exception no view turned into one: AWS trouble (503, 409) or 500."""
+    known = aws.as_broker_error(error)
+    if known is not None:
+        # AWS's error code and operation tell an operator what failed; request data never reaches the log.
+        logger.warning("AWS could not serve a request", extra={**aws.trouble_details(error), "answer": known.code})
+        return known
     # Log the type and traceback; the message of a library error is not echoed to anyone.
     logger.exception("unexpected error", extra={"error_type": type(error).__name__})
     return BrokerError()
@@ -84,12 +91,20 @@ def _error_pages(view: View, link_kind: str | None) -> View:
         try:
             return view(**params)
         except BrokerError as error:
-            who = describe_link(params["token"], link_kind) if link_kind else None
-            return error_page(error, who=who, kind=link_kind or CONNECT)
+            # Naming whose link it was reads storage again: not while storage is in trouble.
+            trouble = isinstance(error, StorageUnavailable)
+            who = describe_link(params["token"], link_kind) if link_kind and not trouble else None
+            return _page_for(error, who=who, kind=link_kind or CONNECT)
         except Exception as error:  # noqa: BLE001 - a page must answer every failure
-            return error_page(_unexpected(error))
+            return _page_for(_unexpected(error), who=None, kind=link_kind or CONNECT)
 
     return wrapper
+
+
+def _page_for(error: BrokerError, *, who: Who | None, kind: str) -> Response:
+    page = error_page(error, who=who, kind=kind)
+    page.headers.update(retry_headers(error))
+    return page
 
 
 def _required(request: Request | None) -> Request:
@@ -113,13 +128,8 @@ def json_body(request: Request | None) -> dict[str, Any]:
     raw = _required(request).raw_body
     if not raw or not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    return body
+    # UTF-8 only, at most 32 levels deep, no NaN or lone surrogates: each a 400, never a 500 later.
+    return parse_json_object(raw)
 
 
 def check_same_origin(request: Request | None) -> None:
@@ -146,6 +156,11 @@ def query_param(request: Request | None, name: str) -> str | None:
     params = _required(request).query_params
     value = params.get(name) if params else None
     return str(value) if value is not None else None
+
+
+def cookie_header(request: Request | None) -> str | None:
+    """The request's ``Cookie`` header (API Gateway REST passes it as one header)."""
+    return _required(request).headers.get("cookie")
 
 
 _CHALICE_HINTS = {

@@ -10,9 +10,11 @@ Examples::
     python -m scripts.apikeys list --stage prod
     python -m scripts.apikeys revoke --id 3f9a1c2b --stage prod
 
-``--stage local`` talks to ``make run``'s embedded moto: set ``AWS_ENDPOINT_URL`` to the
-address it printed, or leave it unset to use the one ``make run`` recorded in ``.local/moto-endpoint``.
-Deployed stages use the ordinary AWS credentials and region of your shell.
+``--stage local`` talks to the AWS endpoint ``make run`` uses (its embedded moto, or the
+``AWS_ENDPOINT_URL`` it was started with): set ``AWS_ENDPOINT_URL`` to the address it printed, or
+leave it unset to use the one ``make run`` recorded in ``.local/moto-endpoint``. The local stage
+always uses fake credentials, so it never acts on a real AWS account. Deployed stages use the
+ordinary AWS credentials and region of your shell.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from chalicelib.apikeys import new_api_key, save_api_key
 from chalicelib.errors import InvalidRequest
 from chalicelib.store import Store
 from chalicelib.urls import validate_id
+from scripts.local_aws import use_fake_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_ENDPOINT_FILE = ROOT / ".local" / "moto-endpoint"
@@ -42,17 +45,22 @@ def table_for(stage: str) -> str:
 
 
 def store_for(stage: str) -> Store:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "").strip()
     if stage == "local" and not endpoint:
-        if not LOCAL_ENDPOINT_FILE.exists():
-            raise SystemExit("No local broker found: start it with `make run`, or set AWS_ENDPOINT_URL.")
-        endpoint = LOCAL_ENDPOINT_FILE.read_text().strip()
+        endpoint = _recorded_local_endpoint()
     if stage == "local":
-        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-            os.environ.setdefault(name, value)
+        use_fake_credentials()  # whatever the shell holds: the local stage must never reach a real account
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     client = boto3.client("dynamodb", endpoint_url=endpoint or None, region_name=region)
     return Store(table_for(stage), client=client)
+
+
+def _recorded_local_endpoint() -> str:
+    """The endpoint a running ``make run`` recorded (its first line; later lines say who wrote it)."""
+    lines = LOCAL_ENDPOINT_FILE.read_text().splitlines() if LOCAL_ENDPOINT_FILE.exists() else []
+    if not lines or not lines[0].strip():
+        raise SystemExit("No local broker found: start it with `make run`, or set AWS_ENDPOINT_URL.")
+    return lines[0].strip()
 
 
 def all_keys(store: Store) -> list[dict[str, Any]]:

@@ -4,11 +4,13 @@
    body in separate sends; without TCP_NODELAY a client that keeps its connection
    open (requests.Session, most bots) waits ~40 ms per call on Nagle's algorithm
    plus delayed ACK (measured here: 44 ms instead of 2 ms).
-2. API Gateway's own answers (no API key, a refused key, an unknown route) in the
-   broker's error envelope, rendered from the Gateway Responses in
-   ``infra/resources.json``, the same ones deployment installs. chalice local's
-   imitation would answer ``{"message": "Unauthorized"}`` and, for an unknown route,
-   echo the caller's Authorization header back in the body.
+2. API Gateway's own answers (no API key, a refused key, an unknown route, an
+   authorizer that could not decide) in the broker's error envelope, rendered from the
+   Gateway Responses in ``infra/resources.json``, the same ones deployment installs.
+   chalice local's imitation would answer ``{"message": "Unauthorized"}`` and, for an
+   unknown route, echo the caller's Authorization header back in the body.
+3. An authorizer that raises gets an answer (API Gateway's authorizer error response),
+   as deployed; chalice local would drop the connection without one.
 
 Everything else is chalice's own CLI, unchanged:
 ``python -m scripts.chalice_local local --host 127.0.0.1 --port 8000 --stage local --no-autoreload``
@@ -18,10 +20,17 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from typing import Any
 
 from chalice.cli import main
-from chalice.local import ChaliceRequestHandler, LocalGatewayException
+from chalice.local import (
+    ChaliceRequestHandler,
+    InvalidAuthorizerError,
+    LocalAuthPair,
+    LocalGatewayAuthorizer,
+    LocalGatewayException,
+)
 
 from scripts.local_aws import TEMPLATE
 
@@ -45,11 +54,17 @@ def response_type(error: LocalGatewayException) -> str:
         return "ACCESS_DENIED"
     if error.CODE == 403:
         return "MISSING_AUTHENTICATION_TOKEN"  # chalice local's answer for an unknown route
+    if kind == "AuthorizerConfigurationException":
+        return "AUTHORIZER_CONFIGURATION_ERROR"  # the authorizer raised or gave no policy
     return "AUTHORIZER_FAILURE"
 
 
 def render(error: LocalGatewayException) -> tuple[int, dict[str, str], bytes]:
-    props = gateway_responses()[response_type(error)]
+    """Status, headers and body API Gateway would send, from the template's Gateway Response."""
+    responses = gateway_responses()
+    kind = response_type(error)
+    # Like API Gateway: a type the template does not customise falls back to DEFAULT_4XX/5XX.
+    props = responses.get(kind) or responses["DEFAULT_5XX" if error.CODE >= 500 else "DEFAULT_4XX"]
     headers = {"Content-Type": "application/json"}
     for name, value in props.get("ResponseParameters", {}).items():
         headers[name.removeprefix("gatewayresponse.header.")] = value.strip("'")
@@ -62,7 +77,24 @@ def _send_error_response(self: ChaliceRequestHandler, error: LocalGatewayExcepti
     self._send_http_response(status, headers, body)
 
 
+_authorize = LocalGatewayAuthorizer.authorize
+
+
+def _authorize_or_answer(self: LocalGatewayAuthorizer, *args: Any, **kwargs: Any) -> LocalAuthPair:
+    """Run the authorizer; if it raises, answer as API Gateway does (its authorizer error response)."""
+    try:
+        return _authorize(self, *args, **kwargs)
+    except LocalGatewayException:
+        raise
+    except Exception:  # noqa: BLE001 - deployed, any exception in the authorizer becomes this answer
+        traceback.print_exc()  # the authorizer's own log line, as CloudWatch would have it
+        raise InvalidAuthorizerError(
+            {"x-amzn-ErrorType": "AuthorizerConfigurationException"}, b'{"message":null}'
+        ) from None
+
+
 ChaliceRequestHandler.disable_nagle_algorithm = True
+LocalGatewayAuthorizer.authorize = _authorize_or_answer  # type: ignore[method-assign]
 ChaliceRequestHandler._send_error_response = _send_error_response  # type: ignore[method-assign]
 
 if __name__ == "__main__":

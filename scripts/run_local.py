@@ -7,8 +7,17 @@ through the broker's redaction, because chalice local's access log prints
 full paths: connect-link tokens and ``oauth_token``/``oauth_verifier``.
 Ctrl-C stops everything it started.
 
-Environment: ``PORT`` (8000), ``HOST`` (127.0.0.1), ``BROKER_API_KEY``,
+With ``AWS_ENDPOINT_URL`` set (a moto server, LocalStack, or a fault-injecting
+proxy in front of one), no moto is started: the table (created if missing), the
+API key and the app all use that endpoint. Credentials are always fake ones, so
+the local stage never acts on a real AWS account.
+
+Environment: ``PORT`` (8000), ``HOST`` (127.0.0.1), ``BROKER_API_KEY``, ``AWS_ENDPOINT_URL``,
 ``BROKER_PUBLIC_URL`` (default ``http://HOST:PORT``), and any other ``BROKER_*`` setting.
+
+Example::
+
+    AWS_ENDPOINT_URL=http://127.0.0.1:4566 python -m scripts.run_local
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import boto3
 
@@ -56,6 +65,36 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def _record_endpoint(endpoint: str) -> str:
+    """Tell ``python -m scripts.apikeys --stage local`` where AWS is; returns what was written.
+
+    The pid makes the content this runner's own, even when two runners share one endpoint.
+    """
+    content = f"{endpoint}\n# written by scripts.run_local, pid {os.getpid()}\n"
+    ENDPOINT_FILE.parent.mkdir(exist_ok=True)
+    ENDPOINT_FILE.write_text(content)
+    return content
+
+
+def _forget_endpoint(written: str) -> None:
+    """Remove the endpoint file only if it is still ours: a runner started later may have replaced it."""
+    try:
+        if ENDPOINT_FILE.read_text() == written:
+            ENDPOINT_FILE.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _aws_endpoint() -> tuple[Any, str, str]:
+    """(the embedded moto server or None, the endpoint, what serves it: "moto" or "AWS")."""
+    external = os.environ.get("AWS_ENDPOINT_URL", "").strip()
+    if external:
+        print(f"jira-oauth-broker: AWS_ENDPOINT_URL is set: using {external}, no embedded moto", flush=True)
+        return None, external, "AWS"
+    server, endpoint = start_moto()
+    return server, endpoint, "moto"
+
+
 def _register_api_key(endpoint: str) -> None:
     key = os.environ.get("BROKER_API_KEY", "").strip()
     generated = not key
@@ -75,17 +114,16 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     use_fake_credentials()
-    server, endpoint = start_moto()
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    ENDPOINT_FILE.parent.mkdir(exist_ok=True)
-    ENDPOINT_FILE.write_text(endpoint + "\n")  # for `python -m scripts.apikeys --stage local`
+    server, endpoint, served_by = _aws_endpoint()
+    os.environ["AWS_ENDPOINT_URL"] = endpoint  # chalice local inherits it
+    written = _record_endpoint(endpoint)
     try:
-        create_table(boto3.client("dynamodb", endpoint_url=endpoint), TABLE)
+        create_table(boto3.client("dynamodb", endpoint_url=endpoint), TABLE, exist_ok=server is None)
         _register_api_key(endpoint)
         env = {k: v for k, v in os.environ.items() if k != "BROKER_API_KEY"}  # the app never needs it
         env.setdefault("BROKER_PUBLIC_URL", f"http://{host}:{port}")
         child = start_chalice_local(host, port, env, sys.stdout)
-        print(f"jira-oauth-broker: moto at {endpoint}; serving http://{host}:{port} (Ctrl-C stops)", flush=True)
+        print(f"jira-oauth-broker: {served_by} at {endpoint}; serving http://{host}:{port} (Ctrl-C stops)", flush=True)
         try:
             return child.wait()
         except KeyboardInterrupt:
@@ -96,8 +134,9 @@ def main() -> int:
                 child.kill()
             return 0
     finally:
-        ENDPOINT_FILE.unlink(missing_ok=True)
-        server.stop()
+        _forget_endpoint(written)
+        if server is not None:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,13 @@ def public_pem(key: rsa.RSAPrivateKey) -> str:
     )
 
 
+def key_secret_name(key: rsa.RSAPrivateKey, team: str = "acme") -> str:
+    """Where the broker keeps ``key`` for ``team``: each key under its own name."""
+    from chalicelib.keys import KeyVault, fingerprint
+
+    return KeyVault("jira-oauth-broker/local").key_name(team, fingerprint(key))
+
+
 @pytest.fixture(scope="session")
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -124,10 +131,18 @@ class Answer:
 
 
 class Broker:
-    """The app through Chalice's test client (authorizer included), speaking like a service or a browser."""
+    """The app through Chalice's test client (authorizer included), speaking like a service or a browser.
+
+    As a browser it keeps cookies, as a browser would: :meth:`other_browser` is someone else's.
+    """
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        self.cookies: dict[str, str] = {}
+
+    def other_browser(self) -> Broker:
+        """The same broker, seen from another browser (no cookies of this one)."""
+        return Broker(self.client)
 
     def call(
         self,
@@ -150,9 +165,18 @@ class Broker:
         parts = urlsplit(url_or_path)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         form = {"Content-Type": "application/x-www-form-urlencoded"} if method == "POST" else {}
-        sent = {**form, **(headers or {})}
+        jar = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+        sent = {**form, **jar, **(headers or {})}
         response = self.client.http.request(method, path, headers=sent, body=b"")
-        return Answer(response.status_code, dict(response.headers), response.body)
+        answer = Answer(response.status_code, dict(response.headers), response.body)
+        self.keep_cookies(answer)
+        return answer
+
+    def keep_cookies(self, answer: Answer) -> None:
+        set_cookie = answer.headers.get("Set-Cookie") or answer.headers.get("set-cookie")
+        if set_cookie:
+            name, _, rest = set_cookie.partition("=")
+            self.cookies[name.strip()] = rest.split(";", 1)[0]
 
     # -- conveniences --------------------------------------------------------
     def setup(self, jira: FakeJira, private_pem: str, team: str = "acme", **extra: Any) -> Answer:

@@ -28,7 +28,8 @@ def free_port() -> int:
 
 @dataclass
 class LocalStack:
-    """The running stack: its URL, the runner process, its (redacted) output and its moto endpoint."""
+    """The running stack: its URL, the runner process, its (redacted) output and its AWS endpoint
+    (``moto``: the embedded moto's, or the ``AWS_ENDPOINT_URL`` it was given)."""
 
     url: str
     process: subprocess.Popen[str]
@@ -47,10 +48,18 @@ class LocalStack:
 
 
 @contextmanager
-def local_stack(log_path: Path, api_key: str, **env_extra: str) -> Iterator[LocalStack]:
-    """Start ``python -m scripts.run_local`` with a fresh environment; stop it (Ctrl-C, then kill) after."""
+def local_stack(
+    log_path: Path, api_key: str, *, aws_endpoint: str | None = None, **env_extra: str
+) -> Iterator[LocalStack]:
+    """Start ``python -m scripts.run_local`` with a fresh environment; stop it (Ctrl-C, then kill) after.
+
+    The test's own ``AWS_*`` and ``BROKER_*`` variables are not passed on; ``aws_endpoint`` (or
+    ``AWS_ENDPOINT_URL`` in ``env_extra``) makes the runner use that endpoint instead of its own moto.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BROKER_"))}
+    if aws_endpoint:
+        env["AWS_ENDPOINT_URL"] = aws_endpoint
     env.update(PORT=str(port), BROKER_API_KEY=api_key, **env_extra)
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -65,7 +74,7 @@ def local_stack(log_path: Path, api_key: str, **env_extra: str) -> Iterator[Loca
     stack = LocalStack(f"http://127.0.0.1:{port}", process, log_path, api_key)
     try:
         _wait_until_up(stack)
-        match = re.search(r"moto at (http://\S+);", stack.output())
+        match = re.search(r"(?:moto|AWS) at (https?://[^\s;]+);", stack.output())
         stack.moto = match.group(1) if match else ""
         yield stack
     finally:

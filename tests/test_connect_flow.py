@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
-from chalicelib import clock, connect
+from chalicelib import clock, signin
 from chalicelib.errors import BrokerError
 from chalicelib.store import Store
 from tests.conftest import PUBLIC_URL, Broker, request_token_of
@@ -257,7 +257,7 @@ def test_two_callbacks_racing_for_one_token(team: Broker, jira: FakeJira, store:
     def callback() -> None:
         barrier.wait()
         try:
-            results.append(connect.finish(rt, verifier).result)
+            results.append(signin.finish(rt, verifier, team.cookies["jira_broker_browser"]).result)
         except BrokerError as error:
             results.append(error.code)
 

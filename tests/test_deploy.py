@@ -12,13 +12,14 @@ from typing import Any
 import boto3
 import pytest
 from chalice.app import Request
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib import apikeys, aws, config
 from chalicelib.store import Store, token_hash
 from chalicelib.web import remember_public_url
 from scripts import apikeys as apikeys_cli
 from scripts.infra import render
-from tests.conftest import Broker
+from tests.conftest import Broker, key_secret_name
 from tests.fakejira import FakeJira
 
 CHALICE = Path(__file__).resolve().parent.parent / ".chalice"
@@ -82,13 +83,30 @@ def test_stages_use_their_policy_files_and_settings() -> None:
 def recorded_calls(aws_mock: None) -> Iterator[set[str]]:
     calls: set[str] = set()
 
-    def record(model: Any, **_: Any) -> None:
+    def record(model: Any, params: Any = None, **_: Any) -> None:
         prefix = {"DynamoDB": "dynamodb", "Secrets Manager": "secretsmanager"}.get(model.service_model.service_id)
-        calls.add(f"{prefix}:{model.name}")
+        if model.name != "TransactWriteItems":
+            calls.add(f"{prefix}:{model.name}")
+            return
+        # IAM has no TransactWriteItems action: each item needs its own action's permission.
+        body = params.get("body", params) if isinstance(params, dict) else {}
+        if isinstance(body, bytes | str):
+            body = json.loads(body)
+        for item in body["TransactItems"]:
+            for kind in item:
+                calls.add(f"dynamodb:{_TRANSACT_ACTIONS[kind]}")
 
     for service in ("dynamodb", "secretsmanager"):
         aws.client(service).meta.events.register("before-call", record)
     yield calls
+
+
+_TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
 
 
 def _allowed(policy: dict[str, Any], action: str) -> bool:
@@ -114,7 +132,12 @@ def test_the_policy_covers_every_call_the_app_makes(
     assert broker.setup(jira, private_pem).status == 201  # restores the deleted secret
     policy = _policy("policy-prod.json")
     app_calls = set(recorded_calls)
-    assert {"dynamodb:BatchGetItem", "secretsmanager:RestoreSecret", "secretsmanager:CreateSecret"} <= app_calls
+    assert {
+        "dynamodb:BatchGetItem",
+        "dynamodb:ConditionCheckItem",
+        "secretsmanager:RestoreSecret",
+        "secretsmanager:CreateSecret",
+    } <= app_calls
     missing = sorted(call for call in app_calls if not _allowed(policy, call))
     assert missing == [], f"the prod policy lacks {missing}"
     assert _allowed(_policy("policy-authorizer-prod.json"), "dynamodb:GetItem")
@@ -151,12 +174,17 @@ def test_public_url_comes_from_the_request_when_not_configured(monkeypatch: pyte
 
 
 def test_team_keys_are_encrypted_with_the_brokers_kms_key(
-    aws_mock: None, broker: Broker, jira: FakeJira, private_pem: str, monkeypatch: pytest.MonkeyPatch
+    aws_mock: None,
+    broker: Broker,
+    jira: FakeJira,
+    private_pem: str,
+    rsa_key: rsa.RSAPrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     key_id = boto3.client("kms").create_key()["KeyMetadata"]["KeyId"]
     monkeypatch.setenv("BROKER_SECRETS_KMS_KEY", key_id)
     assert broker.setup(jira, private_pem).status == 201
-    secret = boto3.client("secretsmanager").describe_secret(SecretId="jira-oauth-broker/local/teams/acme/private-key")
+    secret = boto3.client("secretsmanager").describe_secret(SecretId=key_secret_name(rsa_key))
     assert key_id in secret["KmsKeyId"]
 
 

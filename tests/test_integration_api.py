@@ -13,10 +13,8 @@ from chalicelib import apikeys
 from chalicelib.apikeys import save_api_key
 from chalicelib.keys import fingerprint
 from chalicelib.store import Store
-from tests.conftest import ACME_KEY, API_KEY, CONSUMER_KEY, Broker, public_pem
+from tests.conftest import ACME_KEY, API_KEY, CONSUMER_KEY, Broker, key_secret_name, public_pem
 from tests.fakejira import FakeJira
-
-SECRET_NAME = "jira-oauth-broker/local/teams/acme/private-key"
 
 
 def _secret_names() -> list[str]:
@@ -54,7 +52,7 @@ def test_setup_proves_against_jira_then_stores(
         in request_token_calls[0].headers["Authorization"]
     )
     # The key is in Secrets Manager; DynamoDB has none.
-    secret = boto3.client("secretsmanager").get_secret_value(SecretId=SECRET_NAME)["SecretString"]
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=key_secret_name(rsa_key))["SecretString"]
     assert "BEGIN PRIVATE KEY" in secret
     item = store.get_integration("acme")
     assert item is not None and not any("PRIVATE KEY" in str(v) for v in item.values())
@@ -153,7 +151,7 @@ def test_invalid_team_ids(broker: Broker, team: str) -> None:
 # -- Jira refuses -------------------------------------------------------------------------
 def _nothing_stored(store: Store) -> None:
     assert store.get_integration("acme") is None
-    assert SECRET_NAME not in _secret_names()
+    assert not [name for name in _secret_names() if "/teams/acme/" in name]
 
 
 def test_unknown_consumer_key(broker: Broker, jira: FakeJira, private_pem: str, store: Store) -> None:
@@ -267,17 +265,18 @@ def test_put_without_key_reuses_the_current_key(connected: Broker, jira: FakeJir
 
 
 def test_delete_removes_everything_and_setup_works_again(
-    connected: Broker, jira: FakeJira, private_pem: str, store: Store
+    connected: Broker, jira: FakeJira, private_pem: str, rsa_key: rsa.RSAPrivateKey, store: Store
 ) -> None:
+    secret_name = key_secret_name(rsa_key)
     assert connected.call("DELETE", "/v1/teams/acme/jira").status == 204
     _assert_error(connected.call("GET", "/v1/teams/acme/jira"), 404, "integration_not_found")
     _assert_error(connected.call("GET", "/v1/teams/acme/users/alice/jira"), 404, "not_connected")
-    described = boto3.client("secretsmanager").describe_secret(SecretId=SECRET_NAME)
+    described = boto3.client("secretsmanager").describe_secret(SecretId=secret_name)
     assert described.get("DeletedDate")  # scheduled for deletion, name still taken
     assert connected.call("DELETE", "/v1/teams/acme/jira").status == 204  # idempotent
     again = connected.setup(jira, private_pem)
     assert again.status == 201, again.body
-    assert not boto3.client("secretsmanager").describe_secret(SecretId=SECRET_NAME).get("DeletedDate")
+    assert not boto3.client("secretsmanager").describe_secret(SecretId=secret_name).get("DeletedDate")
 
 
 def test_get_unknown_team(broker: Broker) -> None:

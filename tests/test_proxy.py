@@ -240,7 +240,12 @@ def test_revoked_token_drops_the_connection_and_offers_a_connect_url(
 def test_rejected_token(connected: Broker, store: Store) -> None:
     connection = store.get_connection("acme", "alice")
     assert connection is not None
-    store.put_connection("acme", "alice", {**connection, "access_token": "unknown-to-jira-0000000000000000"})
+    store.client.update_item(
+        TableName=store.table_name,
+        Key={"pk": {"S": "TEAM#acme"}, "sk": {"S": "USER#alice"}},
+        UpdateExpression="SET access_token = :token",
+        ExpressionAttributeValues={":token": {"S": "unknown-to-jira-0000000000000000"}},
+    )
     _reauthorization(_proxy(connected, method="GET", path="/rest/api/2/myself"), store, connected, "token_rejected")
 
 

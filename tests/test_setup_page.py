@@ -92,7 +92,9 @@ def _post(
     if cookie:
         sent["Cookie"] = cookie
     response = broker.client.http.request("POST", urlsplit(url).path, headers=sent, body=body)
-    return Answer(response.status_code, dict(response.headers), response.body)
+    answer = Answer(response.status_code, dict(response.headers), response.body)
+    broker.keep_cookies(answer)  # the browser keeps the sign-in cookie for Jira's callback
+    return answer
 
 
 def _verify_fields(jira: FakeJira, **extra: str) -> dict[str, str]:
@@ -448,13 +450,13 @@ def test_existing_integration_is_named_and_kept_by_default(connected: Broker, ji
 def test_when_going_on_to_jira_fails_the_admin_gets_the_connect_page(
     broker: Broker, jira: FakeJira, private_pem: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib import connect
+    from chalicelib import signin
     from chalicelib.errors import JiraUnreachable
 
-    def unreachable(token: str, settings: Any = None) -> str:
+    def unreachable(token: str, browser_id: str | None, settings: Any = None) -> str:
         raise JiraUnreachable("down")
 
-    monkeypatch.setattr(connect, "start", unreachable)
+    monkeypatch.setattr(signin, "start", unreachable)
     page = _open(broker, _setup_link(broker))
     answer = _post(broker, page, _verify_fields(jira, private_key=private_pem))
     assert answer.status == 303 and answer.headers["Location"].startswith(f"{PUBLIC_URL}/connect/")
@@ -512,7 +514,9 @@ def test_no_private_key_in_any_response_or_log(
     assert "setup page: verification failed" in logs and "setup page: integration verified and saved" in logs
     responses = "\n".join(a.text + str(a.headers) for a in answers)
     store_pending = boto3.client("secretsmanager")
-    team_key = store_pending.get_secret_value(SecretId="jira-oauth-broker/local/teams/acme/private-key")
+    current = Store("jira-oauth-broker-local").get_integration("acme")
+    assert current is not None
+    team_key = store_pending.get_secret_value(SecretId=current["key_secret"])
     for pem in (private_pem, wrong, team_key["SecretString"]):
         for line in pem.splitlines():
             if "-----" in line:

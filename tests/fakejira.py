@@ -15,6 +15,11 @@ Typical use::
         jira.add_consumer("broker", public_pem)
         jira.add_user("alice", display_name="Alice")
         ...  # point the code under test at jira.base_url
+
+Test hooks (see each method): ``before(path_suffix, fn)`` runs ``fn`` in the
+handler thread before a matching request is answered (to change the world
+"while Jira is answering"); ``trickle_body(path)`` sends a path's body one byte
+at a time; ``cut_body(path)`` promises more body than it sends, then closes.
 """
 
 from __future__ import annotations
@@ -228,6 +233,9 @@ class FakeJira:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._fail_next: OAuthProblem | None = None
+        self._before: dict[str, Callable[[RecordedRequest], object]] = {}
+        self._body_faults: dict[str, tuple[str, float]] = {}
+        self.hook_errors: list[BaseException] = []
 
     # ---- lifecycle
 
@@ -331,6 +339,58 @@ class FakeJira:
         """Revoke as a user would in their profile; later calls get token_revoked."""
         with self._lock:
             self._access_tokens[access_token].revoked = True
+
+    # ---- test hooks (fault injection on the wire; the routes' behaviour is unchanged)
+
+    def before(self, path_suffix: str, hook: Callable[[RecordedRequest], object] | None) -> None:
+        """Call ``hook(request)`` before answering each request whose path ends with ``path_suffix``.
+
+        The path is the raw one, context path included, without the query (``"/access-token"``
+        matches the access-token servlet). The hook runs in the handler thread after the request
+        is recorded and before the route runs, so the client waits for it: a test can change the
+        world while Jira is answering. ``hook=None`` removes it. An exception in a hook is kept
+        in ``hook_errors`` and the request is then answered as usual.
+        """
+        with self._lock:
+            if hook is None:
+                self._before.pop(path_suffix, None)
+            else:
+                self._before[path_suffix] = hook
+
+    def trickle_body(self, path: str, interval: float = 0.5) -> None:
+        """Answer ``path`` (relative to the context path, e.g. ``/rest/api/2/myself``) with its
+        status line and headers at once, then its body one byte every ``interval`` seconds.
+
+        The route still decides the answer; only its delivery is slow. The trickle stops when
+        the client hangs up or the fake stops. :meth:`heal_bodies` undoes it.
+        """
+        with self._lock:
+            self._body_faults[path] = ("trickle", interval)
+
+    def cut_body(self, path: str) -> None:
+        """Answer ``path`` with a ``Content-Length`` larger than the body, send part of the body,
+        then close the connection (an answer cut off mid-way). :meth:`heal_bodies` undoes it."""
+        with self._lock:
+            self._body_faults[path] = ("cut", 0.0)
+
+    def heal_bodies(self) -> None:
+        """Forget every :meth:`trickle_body` and :meth:`cut_body`."""
+        with self._lock:
+            self._body_faults.clear()
+
+    def _run_before_hooks(self, recorded: RecordedRequest) -> None:
+        with self._lock:
+            hooks = [hook for suffix, hook in self._before.items() if recorded.path.endswith(suffix)]
+        for hook in hooks:
+            try:
+                hook(recorded)
+            except Exception as exc:  # the test reads hook_errors
+                with self._lock:
+                    self.hook_errors.append(exc)
+
+    def _body_fault(self, path: str) -> tuple[str, float] | None:
+        with self._lock:
+            return self._body_faults.get(path)
 
     def clear_requests(self) -> None:
         """Forget the recorded requests."""
@@ -769,18 +829,26 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         body = self._read_body()
         raw_path, _, query = self.path.partition("?")
-        fake._record(
-            RecordedRequest(
-                self.command,
-                raw_path,
-                parse_qs(query, keep_blank_values=True),
-                dict(self.headers.items()),
-                body,
-            )
+        recorded = RecordedRequest(
+            self.command,
+            raw_path,
+            parse_qs(query, keep_blank_values=True),
+            dict(self.headers.items()),
+            body,
         )
+        fake._record(recorded)
+        fake._run_before_hooks(recorded)
         if fake.delay:
             time.sleep(fake.delay)
-        self._send(self._respond(fake, raw_path, query, body))
+        response = self._respond(fake, raw_path, query, body)
+        ctx = fake.context_path
+        fault = fake._body_fault(raw_path[len(ctx) :]) if raw_path.startswith(ctx) else None
+        if fault is None:
+            self._send(response)
+        elif fault[0] == "trickle":
+            self._send_trickled(response, fault[1])
+        else:
+            self._send_cut(response)
 
     def _respond(self, fake: FakeJira, raw_path: str, query: str, body: bytes) -> Response:
         """Strip the context path and dispatch; a bug in the fake becomes a 500."""
@@ -810,13 +878,37 @@ class _Handler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
     def _send(self, response: Response) -> None:
+        self._send_head(response, len(response.body))
+        self.wfile.write(response.body)
+
+    def _send_head(self, response: Response, content_length: int) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Content-Length", str(content_length))
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+
+    def _send_trickled(self, response: Response, interval: float) -> None:
+        """Headers now, then the body a byte at a time (see FakeJira.trickle_body)."""
+        self._send_head(response, len(response.body))
+        for index in range(len(response.body)):
+            if self.server.fake._server is None:  # the fake is stopping
+                break
+            try:
+                self.wfile.write(response.body[index : index + 1])
+            except OSError:  # the client hung up
+                break
+            time.sleep(interval)
+        self.close_connection = True
+
+    def _send_cut(self, response: Response) -> None:
+        """Promise more body than is sent, send half of it, then close (see FakeJira.cut_body)."""
+        body = response.body or b"{}"
+        self._send_head(response, len(body) + 100)
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
 
 
 def main(argv: list[str] | None = None) -> int:

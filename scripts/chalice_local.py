@@ -28,11 +28,11 @@ from typing import Any
 from chalice.cli import main
 from chalice.local import (
     ChaliceRequestHandler,
-    ThreadedHTTPServer,
     InvalidAuthorizerError,
     LocalAuthPair,
     LocalGatewayAuthorizer,
     LocalGatewayException,
+    ThreadedHTTPServer,
 )
 
 from scripts.local_aws import TEMPLATE

@@ -161,9 +161,10 @@ def _connect_alice(broker: str, jira: FakeJira, private_pem: str) -> None:
         timeout=30,
     )
     setup.raise_for_status()
-    to_jira = requests.post(setup.json()["connect_url"], allow_redirects=False, timeout=30)
+    browser = requests.Session()  # the callback completes only in the browser that clicked Continue
+    to_jira = browser.post(setup.json()["connect_url"], allow_redirects=False, timeout=30)
     token = to_jira.headers["Location"].split("oauth_token=")[1]
-    requests.get(jira.approve(token, "alice"), timeout=30).raise_for_status()
+    browser.get(jira.approve(token, "alice"), timeout=30).raise_for_status()
 
 
 def main() -> int:

@@ -111,6 +111,15 @@ def jira(rsa_key: rsa.RSAPrivateKey) -> Iterator[FakeJira]:
         yield fake
 
 
+@pytest.fixture
+def other_jira(rsa_key: rsa.RSAPrivateKey) -> Iterator[FakeJira]:
+    """A second Jira site with the same Application Link, for a team that moves."""
+    with FakeJira(context_path="/other") as fake:
+        fake.add_consumer(CONSUMER_KEY, public_pem(rsa_key))
+        fake.add_user("alice", display_name="Alice on the other Jira")
+        yield fake
+
+
 @dataclass
 class Answer:
     status: int

@@ -103,3 +103,18 @@ def _stop(process: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def apikeys_cli(*args: str) -> str:
+    """``python -m scripts.apikeys ARGS --stage local``, as an operator runs it (it finds make run's AWS)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BROKER_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.apikeys", *args, "--stage", "local"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout

@@ -5,9 +5,6 @@ are atomic. Driven through tests/faultyaws.py's proxy in front of a real moto se
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +31,7 @@ from tests import faultyaws
 from tests.conftest import API_KEY, TABLE, Answer, Broker
 from tests.fakejira import FakeJira
 from tests.faultyaws import FaultyAWS
-from tests.localstack import LocalStack, local_stack
+from tests.localstack import LocalStack, apikeys_cli, local_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER_KEY = "jb_aws-trouble-e2e-key-00000000000000000000"
@@ -260,18 +257,7 @@ def test_runner_uses_aws_endpoint_url_and_answers_503_when_dynamodb_fails(
     assert API_KEY not in stack.output() and RUNNER_KEY not in stack.output()
 
 
-def _apikeys(*args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BROKER_"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "scripts.apikeys", *args, "--stage", "local"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
+_apikeys = apikeys_cli
 
 
 # -- the embedded moto handles one request at a time -----------------------------------------------

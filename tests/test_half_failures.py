@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -30,14 +29,6 @@ faulty_broker = faultyaws.faulty_broker
 MAX_STEPS = 12
 MYSELF = {"method": "GET", "path": "/rest/api/2/myself"}
 PROXY = "/v1/teams/acme/users/alice/jira/proxy"
-
-
-@pytest.fixture
-def other_jira(rsa_key: rsa.RSAPrivateKey) -> Iterator[FakeJira]:
-    with FakeJira(context_path="/other") as fake:
-        fake.add_consumer(CONSUMER_KEY, public_pem(rsa_key))
-        fake.add_user("alice", display_name="Alice on the other Jira")
-        yield fake
 
 
 def _fresh(proxy: FaultyAWS, broker: Broker) -> None:

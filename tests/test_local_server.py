@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import CONSUMER_KEY, public_pem
 from tests.fakejira import FakeJira
-from tests.localstack import LocalStack, local_stack
+from tests.localstack import LocalStack, apikeys_cli, local_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "jb_e2e-key-000000000000000000000000000000000"
@@ -29,18 +27,7 @@ def local_broker(tmp_path: Path) -> Iterator[LocalStack]:
         yield stack
 
 
-def _apikeys(*args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BROKER_"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "scripts.apikeys", *args, "--stage", "local"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
+_apikeys = apikeys_cli
 
 
 def _form_action(html: str) -> str:

@@ -7,7 +7,6 @@ real local stack in tests/test_attacks_local.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -48,14 +47,6 @@ def team(broker: Broker, jira: FakeJira, private_pem: str) -> Broker:
     assert broker.setup(jira, private_pem).status == 201
     jira.clear_requests()
     return broker
-
-
-@pytest.fixture
-def other_jira(rsa_key: rsa.RSAPrivateKey) -> Iterator[FakeJira]:
-    with FakeJira(context_path="/other") as fake:
-        fake.add_consumer(CONSUMER_KEY, public_pem(rsa_key))
-        fake.add_user("alice", display_name="Alice on the other Jira")
-        yield fake
 
 
 # -- the sign-in is bound to the browser that clicked Continue ------------------------------------

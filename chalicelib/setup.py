@@ -40,9 +40,9 @@ from .errors import BrokerError, Forbidden, InvalidRequest
 from .keys import fingerprint, public_pem
 from .links import SETUP, LinkClaims
 from .logs import logger
-from .pages import SetupView, setup_page
 from .resources import store_for, vault_for
 from .responses import redirect
+from .setup_page import SetupView, setup_page
 from .urls import host_label, validate_id
 from .web import check_same_origin
 

@@ -28,3 +28,13 @@ def test_headers_keys_and_pem() -> None:
     pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----"
     assert "MIIEvQ" not in redact(f"key={pem} trailing")
     assert "tok123" not in redact('{"oauth_token": "tok123"}')
+
+
+def test_browser_binding_cookies() -> None:
+    for header in (
+        "Cookie: a=1; jira_broker_browser=Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MDEyMzQ1Njc4OTAx; b=2",
+        "Set-Cookie: __Host-jira_broker_browser=Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MDEyMzQ1Njc4OTAx; Path=/; HttpOnly",
+        '{"cookie": "broker_setup_csrf=Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MDEyMzQ1Njc4OTAx"}',
+    ):
+        cleaned = redact(header)
+        assert "Zm9vYmFy" not in cleaned and "[redacted]" in cleaned

@@ -13,8 +13,12 @@ import pytest
 from chalicelib import clock, signin
 from chalicelib.errors import BrokerError
 from chalicelib.store import Store
-from tests.conftest import PUBLIC_URL, Broker, request_token_of
+from tests import faultyaws
+from tests.conftest import PUBLIC_URL, TABLE, Broker, request_token_of
 from tests.fakejira import FakeJira
+
+faulty_aws = faultyaws.faulty_aws
+faulty_broker = faultyaws.faulty_broker
 
 
 @pytest.fixture
@@ -247,7 +251,12 @@ def test_return_to_gets_the_outcome(team: Broker, jira: FakeJira) -> None:
     assert answer.headers["Location"] == "https://chat.example.com/done?jira=error&jira_error=permission_unknown"
 
 
-def test_two_callbacks_racing_for_one_token(team: Broker, jira: FakeJira, store: Store) -> None:
+def test_two_callbacks_racing_for_one_token(faulty_broker: Broker, jira: FakeJira, private_pem: str) -> None:
+    """On the request-serialised moto server (as make run uses): in-process moto's conditional
+    writes are not atomic across threads, DynamoDB's and the local server's are."""
+    team, store = faulty_broker, Store(TABLE)
+    assert team.setup(jira, private_pem).status == 201
+    jira.clear_requests()
     rt = team.start_dance(team.connect_link())
     query = parse_qs(urlsplit(jira.approve(rt, "alice")).query)
     verifier = query["oauth_verifier"][0]

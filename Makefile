@@ -16,10 +16,12 @@ install: $(STAMP)
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is needed"' 2>/dev/null \
 		|| { echo "Python 3.11 is needed: set PYTHON=/path/to/python3.11"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	touch $(STAMP)
+	@echo "Installing $(VENV) from requirements-dev.txt"
+	@# -qq: pip's errors only, none of its warnings about this machine's index settings; a failed install
+	@# still fails loudly. pip is upgraded only in a new venv: chalice pins it, and the next line settles it.
+	@test -x $(BIN)/python || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -qq --upgrade pip; }
+	@$(BIN)/python -m pip install -qq -r requirements-dev.txt
+	@touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m scripts.run_local
@@ -37,10 +39,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 $(TOOLS_STAMP): requirements-tools.txt
-	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
-	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
-	touch $(TOOLS_STAMP)
+	@echo "Installing $(TOOLS) from requirements-tools.txt"
+	@test -x $(TOOLS)/bin/python || { $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/python -m pip install -qq --upgrade pip; }
+	@$(TOOLS)/bin/python -m pip install -qq -r requirements-tools.txt
+	@touch $(TOOLS_STAMP)
 
 # The deployable SAM template and code for STAGE (dev|prod) in out/STAGE/template/.
 package: $(STAMP)

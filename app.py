@@ -8,11 +8,12 @@ from chalice import AuthResponse, Chalice, ConvertToMiddleware, Response
 from chalice.app import Request
 
 from chalicelib import browser, connect, integrations, pages, proxy, setup, signin
-from chalicelib.apikeys import lookup
+from chalicelib.apikeys import bearer_token, lookup
 from chalicelib.config import load_settings
 from chalicelib.deadline import start_request
 from chalicelib.errors import StorageUnavailable
 from chalicelib.links import CONNECT, SETUP
+from chalicelib.local_boot import prepare_chalice_local
 from chalicelib.logs import logger
 from chalicelib.resources import store_for
 from chalicelib.responses import empty_response, json_response, passthrough_response, redirect
@@ -33,6 +34,7 @@ from chalicelib.web import (
 app = Chalice(app_name="jira-oauth-broker", configure_logs=False)
 app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context))
 service = service_route(app)
+prepare_chalice_local()  # plain `chalice local`: its AWS stand-in, table and key; a no-op anywhere else
 
 
 @app.middleware("http")
@@ -51,7 +53,15 @@ FORM = ["application/x-www-form-urlencoded", "application/json", "multipart/form
 
 @app.authorizer(ttl_seconds=60)
 def api_key_auth(auth_request):  # type: ignore[no-untyped-def]
-    """``Authorization: Bearer <key>``: allow with the key's team scope, deny (403), or neither (503)."""
+    """``Authorization: Bearer <key>``: allow with the key's team scope, deny (403), or neither (503).
+
+    A header that is no Bearer key (``Authorization: jb_...``) is refused like a missing one: 401,
+    whose message shows ``Authorization: Bearer <key>``, not 403 "key not valid".
+    """
+    if bearer_token(auth_request.token) is None:
+        # API Gateway's only way to a 401 from a Lambda authorizer: raise exactly "Unauthorized"
+        # (its UNAUTHORIZED Gateway Response in infra/; scripts/chalice_local.py does the same locally).
+        raise Exception("Unauthorized")
     try:
         record = lookup(store_for(load_settings()), auth_request.token)
     except StorageUnavailable:

@@ -10,11 +10,14 @@ Examples::
     python -m scripts.apikeys list --stage prod
     python -m scripts.apikeys revoke --id 3f9a1c2b --stage prod
 
-``--stage local`` talks to the AWS endpoint ``make run`` uses (its embedded moto, or the
-``AWS_ENDPOINT_URL`` it was started with): set ``AWS_ENDPOINT_URL`` to the address it printed, or
-leave it unset to use the one ``make run`` recorded in ``.local/moto-endpoint``. The local stage
-always uses fake credentials, so it never acts on a real AWS account. Deployed stages use the
-ordinary AWS credentials and region of your shell.
+``--stage local`` talks to the AWS endpoint a running ``make run`` uses (its embedded moto, or
+the ``AWS_ENDPOINT_URL`` it was started with), found in ``.local/<port>.endpoint``: the one of
+``--port PORT``; without it, the only ``make run`` running (or, of several, the one on 8000).
+Or set ``AWS_ENDPOINT_URL`` to the address it printed. The local stage always uses fake
+credentials, so it never acts on a real AWS account. Deployed stages use the ordinary AWS
+credentials and region of your shell.
+
+    python -m scripts.apikeys list --stage local --port 8001
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -32,10 +34,8 @@ from chalicelib.apikeys import new_api_key, save_api_key
 from chalicelib.errors import InvalidRequest
 from chalicelib.store import Store
 from chalicelib.urls import validate_id
-from scripts.local_aws import use_fake_credentials
+from scripts.local_aws import running_endpoints, use_fake_credentials
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCAL_ENDPOINT_FILE = ROOT / ".local" / "moto-endpoint"
 STAGES = ("local", "dev", "prod")
 ID_LENGTH = 8  # shown ids are the first characters of the key's hash
 
@@ -47,7 +47,7 @@ def table_for(stage: str) -> str:
 def store_for(stage: str) -> Store:
     endpoint = os.environ.get("AWS_ENDPOINT_URL", "").strip()
     if stage == "local" and not endpoint:
-        endpoint = _recorded_local_endpoint()
+        endpoint = _running_local_endpoint(None)
     if stage == "local":
         use_fake_credentials()  # whatever the shell holds: the local stage must never reach a real account
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -55,12 +55,24 @@ def store_for(stage: str) -> Store:
     return Store(table_for(stage), client=client)
 
 
-def _recorded_local_endpoint() -> str:
-    """The endpoint a running ``make run`` recorded (its first line; later lines say who wrote it)."""
-    lines = LOCAL_ENDPOINT_FILE.read_text().splitlines() if LOCAL_ENDPOINT_FILE.exists() else []
-    if not lines or not lines[0].strip():
+DEFAULT_PORT = 8000
+
+
+def _running_local_endpoint(port: int | None) -> str:
+    """The AWS endpoint of the ``make run`` on ``port``; without a port, the only one running, or 8000's."""
+    running = running_endpoints()
+    if port is not None:
+        if port not in running:
+            raise SystemExit(f"No make run is running on port {port}: start it with `PORT={port} make run`.")
+        return running[port]
+    if len(running) == 1:
+        return next(iter(running.values()))
+    if DEFAULT_PORT in running:
+        return running[DEFAULT_PORT]
+    if not running:
         raise SystemExit("No local broker found: start it with `make run`, or set AWS_ENDPOINT_URL.")
-    return lines[0].strip()
+    ports = ", ".join(str(p) for p in sorted(running))
+    raise SystemExit(f"make run is running on ports {ports}: choose one with --port.")
 
 
 def all_keys(store: Store) -> list[dict[str, Any]]:
@@ -119,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--name", help="revoke every key with this name")
     for command in commands.choices.values():
         command.add_argument("--stage", required=True, choices=STAGES)
+        command.add_argument("--port", type=int, help="--stage local: the port of the make run to use")
     args = parser.parse_args(argv)
+    if args.stage == "local" and args.port is not None:
+        # An explicit port names the make run to use, over any AWS_ENDPOINT_URL of the shell.
+        os.environ["AWS_ENDPOINT_URL"] = _running_local_endpoint(args.port)
     store = store_for(args.stage)
 
     if args.command == "create":

@@ -9,12 +9,18 @@
    Gateway Responses in ``infra/resources.json``, the same ones deployment installs.
    chalice local's imitation would answer ``{"message": "Unauthorized"}`` and, for an
    unknown route, echo the caller's Authorization header back in the body.
-3. An authorizer that raises gets an answer (API Gateway's authorizer error response),
-   as deployed; chalice local would drop the connection without one.
+3. An authorizer that raises gets an answer, as deployed: ``Exception("Unauthorized")`` is
+   API Gateway's 401 (its UNAUTHORIZED response), anything else its authorizer error
+   response; chalice local would drop the connection, Chalice's test client would raise.
 4. A listen backlog of 128, not Python's default 5: a burst of new connections (a chat
    bot fanning out, 20 callbacks at once) would otherwise see dropped SYNs and 1 s retries.
+5. The access log redacted (``chalicelib.logs.redact``): it prints full paths, connect-link
+   tokens and ``oauth_token``/``oauth_verifier`` included.
 
-Everything else is chalice's own CLI, unchanged:
+:func:`emulate_api_gateway` applies them to chalice's classes, which chalice local and
+Chalice's test client (``chalice.test.Client``, same ``LocalGateway``) share. Importing
+this module applies them; a plain ``chalice local`` (any stage) applies them too
+(``chalicelib/local_boot.py``). Everything else is chalice's own CLI, unchanged:
 ``python -m scripts.chalice_local local --host 127.0.0.1 --port 8000 --stage local --no-autoreload``
 """
 
@@ -32,9 +38,11 @@ from chalice.local import (
     LocalAuthPair,
     LocalGatewayAuthorizer,
     LocalGatewayException,
+    NotAuthorizedError,
     ThreadedHTTPServer,
 )
 
+from chalicelib.logs import redact
 from scripts.local_aws import TEMPLATE
 
 
@@ -81,25 +89,43 @@ def _send_error_response(self: ChaliceRequestHandler, error: LocalGatewayExcepti
 
 
 _authorize = LocalGatewayAuthorizer.authorize
+_log_message = ChaliceRequestHandler.log_message
 
 
 def _authorize_or_answer(self: LocalGatewayAuthorizer, *args: Any, **kwargs: Any) -> LocalAuthPair:
-    """Run the authorizer; if it raises, answer as API Gateway does (its authorizer error response)."""
+    """Run the authorizer; if it raises, answer as API Gateway does."""
     try:
         return _authorize(self, *args, **kwargs)
     except LocalGatewayException:
         raise
-    except Exception:  # noqa: BLE001 - deployed, any exception in the authorizer becomes this answer
+    except Exception as error:  # noqa: BLE001 - deployed, any exception in the authorizer becomes an answer
+        if str(error) == "Unauthorized":  # API Gateway's contract for a Lambda authorizer's 401
+            raise NotAuthorizedError(
+                {"x-amzn-ErrorType": "UnauthorizedException"}, b'{"message":"Unauthorized"}'
+            ) from None
         traceback.print_exc()  # the authorizer's own log line, as CloudWatch would have it
         raise InvalidAuthorizerError(
             {"x-amzn-ErrorType": "AuthorizerConfigurationException"}, b'{"message":null}'
         ) from None
 
 
-ChaliceRequestHandler.disable_nagle_algorithm = True
-ThreadedHTTPServer.request_queue_size = 128
-LocalGatewayAuthorizer.authorize = _authorize_or_answer  # type: ignore[method-assign]
-ChaliceRequestHandler._send_error_response = _send_error_response  # type: ignore[method-assign]
+def _redacted_log_message(self: ChaliceRequestHandler, fmt: str, *args: Any) -> None:
+    _log_message(self, "%s", redact(fmt % args))
+
+
+def emulate_api_gateway() -> None:
+    """Make chalice local (and Chalice's test client, for the authorizer) answer as API Gateway does.
+
+    Idempotent: it sets class attributes to this module's functions.
+    """
+    ChaliceRequestHandler.disable_nagle_algorithm = True
+    ThreadedHTTPServer.request_queue_size = 128
+    LocalGatewayAuthorizer.authorize = _authorize_or_answer  # type: ignore[method-assign]
+    ChaliceRequestHandler._send_error_response = _send_error_response  # type: ignore[method-assign]
+    ChaliceRequestHandler.log_message = _redacted_log_message
+
+
+emulate_api_gateway()
 
 if __name__ == "__main__":
     sys.argv[0] = "chalice"

@@ -1,7 +1,12 @@
-"""The local stand-in for AWS: an embedded moto server and the broker's table on it.
+"""The local stand-in for AWS: an embedded moto server, the broker's table and API key on it,
+and the per-port state file through which ``make run`` tells other commands where it is.
 
 The table comes from ``infra/resources.json``, the template deployment uses,
 so local runs and tests use the very table CloudFormation creates.
+
+Each ``make run`` owns ``.local/<port>.endpoint`` (its AWS endpoint and pid) while it runs;
+``python -m scripts.apikeys --stage local`` and a plain ``chalice local --stage local``
+read it (:func:`running_endpoints`).
 
 moto's server handles requests on many threads, and its conditional writes are
 not atomic under concurrency (two winners of an ``attribute_not_exists`` PutItem
@@ -12,21 +17,33 @@ Example::
 
     server, endpoint = start_moto()
     create_table(boto3.client("dynamodb", endpoint_url=endpoint), "jira-oauth-broker-local")
+    show_api_key(register_api_key(endpoint, "jira-oauth-broker-local"))   # prints it once
+    running_endpoints()                                  # {8000: "http://127.0.0.1:41234"}
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import boto3
 from botocore.exceptions import ClientError
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "resources.json"
+from chalicelib.apikeys import new_api_key, save_api_key
+from chalicelib.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "infra" / "resources.json"
+STATE_DIR = ROOT / ".local"
+LOCAL_TABLE = "jira-oauth-broker-local"
 TABLE_RESOURCE = "BrokerTable"
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -71,6 +88,116 @@ def create_table(client: Any, table_name: str, template: Path = TEMPLATE, *, exi
 def use_fake_credentials() -> None:
     """moto accepts any credentials; fake ones make sure no real account is ever touched."""
     os.environ.update(FAKE_CREDENTIALS)
+    # A named profile could hold a role to assume, and an unknown one stops boto3 altogether.
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        os.environ.pop(name, None)
+
+
+def register_api_key(endpoint: str, table: str = LOCAL_TABLE, name: str = "local") -> str | None:
+    """Store the service API key (``BROKER_API_KEY``, or a new one) on ``endpoint``, named ``name``.
+
+    Returns the new key, to be shown once, or None when it came from ``BROKER_API_KEY``.
+    """
+    chosen = os.environ.get("BROKER_API_KEY", "").strip()
+    key = chosen or new_api_key()
+    save_api_key(Store(table, client=boto3.client("dynamodb", endpoint_url=endpoint)), key, name=name)
+    return None if chosen else key
+
+
+def show_api_key(generated: str | None) -> None:
+    """Print the key to the terminal, once. print(), not a logger: a log line is kept, the terminal isn't."""
+    if generated:
+        print(f"Service API key (shown once; set BROKER_API_KEY to choose your own):\n  {generated}", flush=True)
+    else:
+        print("Service API key: taken from BROKER_API_KEY", flush=True)
+
+
+# -- is a port free; which make run owns which port ----------------------------------------------------
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not listen on (host, port) now (chalice local reuses addresses, so do we)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False
+
+
+def next_free_port(host: str, port: int) -> int:
+    """The first free port after ``port`` (to suggest one), or ``port + 1`` if none of the next 20 is."""
+    return next((p for p in range(port + 1, port + 21) if not port_in_use(host, p)), port + 1)
+
+
+def endpoint_file(port: int) -> Path:
+    return STATE_DIR / f"{port}.endpoint"
+
+
+def claim_endpoint_file(path: Path, endpoint: str) -> str | None:
+    """Write ``endpoint`` and this process's pid to ``path`` unless a live process owns it; returns what
+    was written (for :func:`release_endpoint_file`), or None when another running ``make run`` owns it."""
+    content = f"{endpoint}\n# written by scripts.run_local, pid {os.getpid()}\n"
+    path.parent.mkdir(exist_ok=True)
+    for _ in range(2):
+        try:
+            # O_EXCL: of two runners started at once, exactly one owns the port's file.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            owner = _owner_pid(path)
+            if owner is not None and _alive(owner):
+                return None
+            path.unlink(missing_ok=True)  # left behind by a runner that was killed
+            continue
+        with os.fdopen(fd, "w") as file:
+            file.write(content)
+        return content
+    return None
+
+
+def release_endpoint_file(path: Path, written: str) -> None:
+    """Remove ``path`` only if it still holds what we wrote."""
+    try:
+        if path.read_text() == written:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def running_endpoints(state_dir: Path | None = None) -> dict[int, str]:
+    """{port: AWS endpoint} of every ``make run`` whose process is alive."""
+    found: dict[int, str] = {}
+    for path in sorted((state_dir or STATE_DIR).glob("*.endpoint")):
+        if not path.stem.isdigit():
+            continue
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        owner = _owner_pid(path)
+        if lines and lines[0].strip() and owner is not None and _alive(owner):
+            found[int(path.stem)] = lines[0].strip()
+    return found
+
+
+def _owner_pid(path: Path) -> int | None:
+    try:
+        match = re.search(r"pid (\d+)", path.read_text())
+    except FileNotFoundError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

@@ -12,6 +12,11 @@ proxy in front of one), no moto is started: the table (created if missing), the
 API key and the app all use that endpoint. Credentials are always fake ones, so
 the local stage never acts on a real AWS account.
 
+A port already in use (another ``make run``?) is refused at once, starting nothing. While it
+runs, the runner owns ``.local/<PORT>.endpoint`` (its AWS endpoint and pid), where
+``python -m scripts.apikeys --stage local [--port PORT]`` and a plain ``chalice local --stage local``
+find its moto; it is removed when the runner stops.
+
 Environment: ``PORT`` (8000), ``HOST`` (127.0.0.1), ``BROKER_API_KEY``, ``AWS_ENDPOINT_URL``,
 ``BROKER_PUBLIC_URL`` (default ``http://HOST:PORT``), and any other ``BROKER_*`` setting.
 
@@ -32,14 +37,25 @@ from typing import IO, Any
 
 import boto3
 
-from chalicelib.apikeys import new_api_key, save_api_key
+from chalicelib.local_boot import RUNNER_MARK
 from chalicelib.logs import redact
-from chalicelib.store import Store
-from scripts.local_aws import create_table, start_moto, use_fake_credentials
+from scripts.local_aws import (
+    LOCAL_TABLE,
+    claim_endpoint_file,
+    create_table,
+    endpoint_file,
+    next_free_port,
+    port_in_use,
+    register_api_key,
+    release_endpoint_file,
+    running_endpoints,
+    show_api_key,
+    start_moto,
+    use_fake_credentials,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLE = "jira-oauth-broker-local"
-ENDPOINT_FILE = ROOT / ".local" / "moto-endpoint"
+TABLE = LOCAL_TABLE
 
 
 def _pump(stream: IO[str], out: IO[str]) -> None:
@@ -65,24 +81,17 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _record_endpoint(endpoint: str) -> str:
-    """Tell ``python -m scripts.apikeys --stage local`` where AWS is; returns what was written.
-
-    The pid makes the content this runner's own, even when two runners share one endpoint.
-    """
-    content = f"{endpoint}\n# written by scripts.run_local, pid {os.getpid()}\n"
-    ENDPOINT_FILE.parent.mkdir(exist_ok=True)
-    ENDPOINT_FILE.write_text(content)
-    return content
-
-
-def _forget_endpoint(written: str) -> None:
-    """Remove the endpoint file only if it is still ours: a runner started later may have replaced it."""
-    try:
-        if ENDPOINT_FILE.read_text() == written:
-            ENDPOINT_FILE.unlink()
-    except FileNotFoundError:
-        pass
+def _port_taken(host: str, port: int) -> bool:
+    """Say so on one line if ``port`` is in use or owned by another running ``make run``."""
+    if not port_in_use(host, port) and port not in running_endpoints():
+        return False
+    print(
+        f"port {port} on {host} is in use (another make run?); choose another with "
+        f"PORT={next_free_port(host, port)} make run",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
 
 
 def _aws_endpoint() -> tuple[Any, str, str]:
@@ -95,33 +104,30 @@ def _aws_endpoint() -> tuple[Any, str, str]:
     return server, endpoint, "moto"
 
 
-def _register_api_key(endpoint: str) -> None:
-    key = os.environ.get("BROKER_API_KEY", "").strip()
-    generated = not key
-    key = key or new_api_key()
-    store = Store(TABLE, client=boto3.client("dynamodb", endpoint_url=endpoint))
-    save_api_key(store, key, name="local")
-    if generated:
-        print(f"Service API key (shown once; set BROKER_API_KEY to choose your own):\n  {key}", flush=True)
-    else:
-        print("Service API key: taken from BROKER_API_KEY", flush=True)
-
-
 def main() -> int:
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
+    if _port_taken(host, port):  # before anything starts: the other instance's state stays as it is
+        return 1
     # Stop on Ctrl-C and on SIGTERM, even when started with SIGINT ignored (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     use_fake_credentials()
     server, endpoint, served_by = _aws_endpoint()
+    state = endpoint_file(port)
+    written = claim_endpoint_file(state, endpoint)
+    if written is None:  # another runner claimed the port in the meantime
+        if server is not None:
+            server.stop()
+        _port_taken(host, port)
+        return 1
     os.environ["AWS_ENDPOINT_URL"] = endpoint  # chalice local inherits it
-    written = _record_endpoint(endpoint)
     try:
         create_table(boto3.client("dynamodb", endpoint_url=endpoint), TABLE, exist_ok=server is None)
-        _register_api_key(endpoint)
+        show_api_key(register_api_key(endpoint, TABLE))
         env = {k: v for k, v in os.environ.items() if k != "BROKER_API_KEY"}  # the app never needs it
         env.setdefault("BROKER_PUBLIC_URL", f"http://{host}:{port}")
+        env[RUNNER_MARK] = "1"  # the app's own chalice-local set-up (chalicelib/local_boot.py) is done here
         child = start_chalice_local(host, port, env, sys.stdout)
         print(f"jira-oauth-broker: {served_by} at {endpoint}; serving http://{host}:{port} (Ctrl-C stops)", flush=True)
         try:
@@ -134,7 +140,7 @@ def main() -> int:
                 child.kill()
             return 0
     finally:
-        _forget_endpoint(written)
+        release_endpoint_file(state, written)
         if server is not None:
             server.stop()
 

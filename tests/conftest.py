@@ -18,8 +18,13 @@ from moto import mock_aws
 from chalicelib import apikeys, aws, resources
 from chalicelib.apikeys import save_api_key
 from chalicelib.store import Store
+from scripts.chalice_local import emulate_api_gateway
 from scripts.local_aws import FAKE_CREDENTIALS, create_table
 from tests.fakejira import FakeJira
+
+# Chalice's test client shares chalice local's gateway classes: give it API Gateway's own answers
+# (the envelope, the 401 for a header without 'Bearer ') as make run and a deployment do.
+emulate_api_gateway()
 
 TABLE = "jira-oauth-broker-local"
 PUBLIC_URL = "http://broker.test"

@@ -2,8 +2,15 @@
 
 It mimics what the broker depends on (see /work/shared/FIELD-NOTES.md): the three
 OAuth servlets under the context path, Jira's OAuth Problem Reporting format,
-``/rest/api/2/serverInfo``, ``/rest/api/2/myself`` and a JSON echo for any other
-signed ``/rest/...`` call.
+``/rest/api/2/serverInfo`` and ``/rest/api/2/myself``. A little of Jira's REST API
+answers as Jira does, on a project ``ABC`` with two issues: ``GET``/``POST``
+``/rest/api/2/search``, ``GET /rest/api/2/issue/{key}``, ``POST /rest/api/2/issue``
+(201 ``{"id", "key", "self"}``) and ``POST /rest/api/2/issue/{key}/attachments``.
+Any other signed ``/rest/...`` call gets a JSON echo of the request (``method``,
+``path``, ``query``, ``user``, ``body``); with ``echo=True`` (the default, for the
+tests written against the echo) the modelled JSON objects carry those fields too.
+
+Its Allow page accepts any user name: an unknown one becomes a new user.
 
 The signature check is written from RFC 5849 on purpose, without oauthlib: the
 broker signs with oauthlib, so checking with oauthlib would only prove that
@@ -38,6 +45,8 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
@@ -62,6 +71,27 @@ APPLICATION_JSON = "application/json;charset=UTF-8"
 FORM = "application/x-www-form-urlencoded"
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")  # what the Allow page accepts as a new user
+_ISSUE_PATH = re.compile(r"/rest/api/2/issue/([^/]+)")
+_ATTACHMENTS_PATH = re.compile(r"/rest/api/2/issue/([^/]+)/attachments")
+_JQL_PROJECT = re.compile(r'\bproject\s*=\s*"?([A-Za-z][A-Za-z0-9_]*)"?', re.IGNORECASE)
+_JQL_KEY = re.compile(r'\b(?:key|issuekey)\s*=\s*"?([A-Za-z][A-Za-z0-9_]*-\d+)"?', re.IGNORECASE)
+_JQL_ORDER = re.compile(r"\border\s+by\s+(\w+)(?:\s+(asc|desc))?", re.IGNORECASE)
+# Jira 9's default workflow statuses: name -> (id, status category key).
+_STATUSES = {"To Do": ("10000", "new"), "In Progress": ("3", "indeterminate"), "Done": ("10001", "done")}
+_STATUS_CATEGORIES = {
+    "new": (2, "blue-gray", "To Do"),
+    "indeterminate": (4, "yellow", "In Progress"),
+    "done": (3, "green", "Done"),
+}
+# name -> (id, description, avatar id)
+_ISSUE_TYPES = {
+    "Task": ("10002", "A small, distinct piece of work.", 10318),
+    "Bug": ("10004", "A problem or error.", 10303),
+    "Story": ("10001", "Functionality or a feature expressed as a user goal.", 10315),
+}
+ISSUE_EXPAND = "renderedFields,names,schema,operations,editmeta,changelog,versionedRepresentations"
+SEARCH_ISSUE_EXPAND = "operations,versionedRepresentations,editmeta,changelog,renderedFields"
 _AUTH_PARAM = re.compile(r'([A-Za-z0-9_.\-]+)\s*=\s*"([^"]*)"')
 _REQUIRED_OAUTH = (
     "oauth_consumer_key",
@@ -185,6 +215,33 @@ class _RequestToken:
 
 
 @dataclass
+class _Issue:
+    """An issue of the fake's one project. ``reporter``/``assignee`` None: the user who asks."""
+
+    id: int
+    key: str
+    project: str
+    summary: str
+    issuetype: str = "Task"
+    status: str = "To Do"
+    created: float = 0.0
+    description: str | None = None
+    reporter: str | None = None
+    assignee: str | None = None
+    labels: list[str] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _JiraError(Exception):
+    """A Jira REST error: ``{"errorMessages": [...], "errors": {...}}`` with a status."""
+
+    def __init__(self, status: int, *messages: str, **errors: str) -> None:
+        super().__init__(status, messages, errors)
+        self.status = status
+        self.payload = {"errorMessages": list(messages), "errors": errors}
+
+
+@dataclass
 class _AccessToken:
     token: str
     secret: str
@@ -215,7 +272,10 @@ class _Unauthenticated(Exception):
 class FakeJira:
     """A Jira Server OAuth 1.0a provider on loopback. See the module docstring."""
 
-    def __init__(self, context_path: str = "/jira", *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, context_path: str = "/jira", *, host: str = "127.0.0.1", port: int = 0, echo: bool = True
+    ) -> None:
+        self.echo = echo
         self.context_path = "/" + context_path.strip("/") if context_path.strip("/") else ""
         self.host = host
         self.port = port
@@ -227,6 +287,13 @@ class FakeJira:
         self._lock = threading.Lock()
         self._consumers: dict[str, rsa.RSAPublicKey] = {}
         self._users: dict[str, dict[str, Any]] = {}
+        self._key_files: dict[str, tuple[str, bytes]] = {}  # consumer key -> (path, the bytes last loaded)
+        self._projects: dict[str, dict[str, str]] = {}
+        self._issues: dict[str, _Issue] = {}
+        self._next_ids = {"issue": 10000, "attachment": 10100}
+        self.add_project("ABC", "Project ABC")
+        self.add_issue("ABC", "Set up the Application Link", status="Done")
+        self.add_issue("ABC", "Connect the chat bot", status="In Progress", issuetype="Story")
         self._request_tokens: dict[str, _RequestToken] = {}
         self._access_tokens: dict[str, _AccessToken] = {}
         self._nonces: set[tuple[str, str, str]] = set()
@@ -290,6 +357,33 @@ class FakeJira:
         with self._lock:
             self._consumers[consumer_key] = key
 
+    def watch_public_key_file(self, consumer_key: str, path: str) -> None:
+        """Create the Application Link with the public key in ``path``, and read the file again
+        whenever it changes (checked on each signed request), as if the admin pasted the new key
+        into Jira. A file that does not hold a key (half written) leaves the last key in place."""
+        with open(path, "rb") as key_file:
+            data = key_file.read()
+        self.add_consumer(consumer_key, data)
+        with self._lock:
+            self._key_files[consumer_key] = (path, data)
+
+    def _reload_key_files(self) -> None:
+        with self._lock:
+            watched = dict(self._key_files)
+        for consumer_key, (path, loaded) in watched.items():
+            try:
+                with open(path, "rb") as key_file:
+                    data = key_file.read()
+                if data == loaded:
+                    continue
+                key = load_public_key(data)
+            except (OSError, ValueError, TypeError):
+                continue
+            with self._lock:
+                self._consumers[consumer_key] = key
+                self._key_files[consumer_key] = (path, data)
+            print(f"Fake Jira: Application Link '{consumer_key}' now has the public key in {path}", file=sys.stderr)
+
     def remove_consumer(self, consumer_key: str) -> None:
         """Delete an Application Link; its tokens then get consumer_key_unknown."""
         with self._lock:
@@ -313,6 +407,32 @@ class FakeJira:
         }
         with self._lock:
             self._users[name] = user
+
+    def add_project(self, key: str, name: str) -> None:
+        """Add a project (``ABC`` exists from the start)."""
+        with self._lock:
+            self._projects[key] = {"id": str(10000 + len(self._projects)), "key": key, "name": name}
+
+    def add_issue(
+        self,
+        project: str,
+        summary: str,
+        *,
+        issuetype: str = "Task",
+        status: str = "To Do",
+        reporter: str | None = None,
+        assignee: str | None = None,
+        description: str | None = None,
+    ) -> str:
+        """Add an issue; returns its key. Reporter and assignee None: whoever asks."""
+        with self._lock:
+            issue_id = self._next_id("issue")
+            number = 1 + sum(issue.project == project for issue in self._issues.values())
+            key = f"{project}-{number}"
+            self._issues[key] = _Issue(
+                issue_id, key, project, summary, issuetype, status, self.now(), description, reporter, assignee
+            )
+            return key
 
     def approve(self, request_token: str, username: str) -> str:
         """Click Allow as ``username``; return the callback URL with token and verifier.
@@ -399,6 +519,10 @@ class FakeJira:
 
     # ---- internals shared by the admin API and the routes (call with the lock held)
 
+    def _next_id(self, kind: str) -> int:
+        self._next_ids[kind] += 1
+        return self._next_ids[kind] - 1
+
     def _live_request_token(self, token: str) -> _RequestToken:
         rt = self._request_tokens.get(token)
         if rt is None:
@@ -432,6 +556,7 @@ class FakeJira:
             )
         if params.get("oauth_version", "1.0") != "1.0":
             raise OAuthProblem(400, "version_rejected", oauth_acceptable_versions="1.0-1.0")
+        self._reload_key_files()
         with self._lock:
             key = self._consumers.get(params["oauth_consumer_key"])
         if key is None:
@@ -535,16 +660,26 @@ class FakeJira:
                 rt = self._live_request_token(token)
             except (KeyError, ValueError) as exc:
                 return _html(400, "Invalid OAuth token", str(exc.args[0]))
-            first_user = next(iter(self._users), "")
-        return _html(200, "Welcome to Jira", _consent_form(rt, first_user))
+            users = list(self._users)
+        return _html(200, "Welcome to Jira", _consent_form(rt, users))
 
     def authorize_decision(self, req: _Request) -> Response:
         """POST /plugins/servlet/oauth/authorize: what the Allow/Deny buttons submit."""
         form = dict(req.form)
         token, decision = form.get("oauth_token", ""), form.get("decision", "")
+        username = form.get("username", "").strip()
         try:
             if decision == "approve":
-                url = self.approve(token, form.get("username", ""))
+                if not self._user_or_new(username):
+                    with self._lock:
+                        known = ", ".join(self._users) or "none yet"
+                    return _html(
+                        400,
+                        "Unknown user",
+                        f"<p>{html.escape(repr(username))} is not a user name (letters, digits and ._@+-). "
+                        f"Users: {html.escape(known)}. Go back and type a name.</p>",
+                    )
+                url = self.approve(token, username)
             elif decision == "deny":
                 url = self.deny(token)
             else:
@@ -559,6 +694,16 @@ class FakeJira:
                 f"Your verification code is <code>{html.escape(verifier)}</code>",
             )
         return Response(302, headers={"Location": url}, content_type=TEXT_HTML)
+
+    def _user_or_new(self, name: str) -> bool:
+        """Whether ``name`` is a user now: an unknown but well-formed name becomes one (the Allow page)."""
+        with self._lock:
+            if name in self._users:
+                return True
+        if not _USER_NAME.fullmatch(name):
+            return False
+        self.add_user(name, **demo_user(name))
+        return True
 
     # ---- REST
 
@@ -601,7 +746,7 @@ class FakeJira:
 
     def _rest_answer(self, req: _Request, user: dict[str, Any]) -> Response:
         if req.path == "/rest/api/2/myself":
-            return _json(200, user)
+            return _json(200, user)  # the fields the broker reads; tests compare it whole
         status = re.fullmatch(r"/rest/fake/status/(\d{3})", req.path)
         if status:
             code = int(status.group(1))
@@ -609,16 +754,274 @@ class FakeJira:
             return Response(code, b"", headers=location)
         if req.path == "/rest/fake/binary":
             return Response(200, FAKE_PNG, content_type="image/png")
-        return _json(
-            200,
-            {
-                "method": req.method,
-                "path": req.path,
-                "query": parse_qs(req.query, keep_blank_values=True),
-                "user": user["name"],
-                "body": req.body.decode("utf-8", errors="replace"),
+        echo = {
+            "method": req.method,
+            "path": req.path,
+            "query": parse_qs(req.query, keep_blank_values=True),
+            "user": user["name"],
+            "body": req.body.decode("utf-8", errors="replace"),
+        }
+        route = self._jira_route(req)
+        if route is None:
+            return _json(200, echo)
+        try:
+            status_code, payload = route(req, user)
+        except _JiraError as error:
+            status_code, payload = error.status, error.payload
+        if self.echo and isinstance(payload, dict):
+            payload = {**payload, **{k: v for k, v in echo.items() if k not in payload}}
+        return _json(status_code, payload)
+
+    # ---- the REST API Jira's way (a project, its issues, attachments)
+
+    def _jira_route(self, req: _Request) -> Callable[[_Request, dict[str, Any]], tuple[int, Any]] | None:
+        """The modelled REST route for this request, or None (the echo answers).
+
+        JSON routes model only JSON bodies: a form or text body gets the echo (Jira would answer 415).
+        """
+        is_json = req.headers.get("content-type", "").lower().startswith("application/json")
+        if req.path == "/rest/api/2/search":
+            if req.method == "GET":
+                return self._search_get
+            if req.method == "POST" and is_json:
+                return self._search_post
+        if req.path == "/rest/api/2/issue" and req.method == "POST" and is_json:
+            return self._create_issue
+        if req.method == "GET" and _ISSUE_PATH.fullmatch(req.path):
+            return self._get_issue
+        if req.method == "POST" and _ATTACHMENTS_PATH.fullmatch(req.path):
+            return self._add_attachments
+        return None
+
+    def _site(self) -> str:
+        """Jira's idea of its own base URL, which its ``self`` links use (context path included)."""
+        return (self.reported_base_url or self.base_url).rstrip("/")
+
+    def _user_json(self, name: str | None) -> dict[str, Any] | None:
+        with self._lock:
+            user = self._users.get(name or "")
+        if user is None:
+            return None
+        site = self._site()
+        avatar = f"{site}/secure/useravatar?avatarId=10122"
+        return {
+            "self": f"{site}/rest/api/2/user?username={quote(user['name'], safe='')}",
+            "name": user["name"],
+            "key": user["key"],
+            "emailAddress": user["emailAddress"],
+            "avatarUrls": {size: f"{avatar}&size={word}" for size, word in _AVATAR_SIZES.items()},
+            "displayName": user["displayName"],
+            "active": user["active"],
+            "timeZone": "UTC",
+        }
+
+    def _project_json(self, key: str) -> dict[str, Any]:
+        site = self._site()
+        with self._lock:
+            project = self._projects[key]
+        avatar = f"{site}/secure/projectavatar?avatarId=10324"
+        return {
+            "self": f"{site}/rest/api/2/project/{project['id']}",
+            "id": project["id"],
+            "key": project["key"],
+            "name": project["name"],
+            "projectTypeKey": "software",
+            "avatarUrls": {size: f"{avatar}&size={word}" for size, word in _AVATAR_SIZES.items()},
+        }
+
+    def _fields_json(self, issue: _Issue, acting: str) -> dict[str, Any]:
+        """Every field of an issue, shaped as Jira's REST API v2 shows them."""
+        site = self._site()
+        status_id, category = _STATUSES[issue.status]
+        category_id, color, category_name = _STATUS_CATEGORIES[category]
+        type_id, type_description, type_avatar = _ISSUE_TYPES[issue.issuetype]
+        reporter = self._user_json(issue.reporter or acting)
+        created = _jira_time(issue.created)
+        return {
+            "summary": issue.summary,
+            "description": issue.description,
+            "status": {
+                "self": f"{site}/rest/api/2/status/{status_id}",
+                "description": "",
+                "iconUrl": f"{site}/images/icons/statuses/generic.png",
+                "name": issue.status,
+                "id": status_id,
+                "statusCategory": {
+                    "self": f"{site}/rest/api/2/statuscategory/{category_id}",
+                    "id": category_id,
+                    "key": category,
+                    "colorName": color,
+                    "name": category_name,
+                },
             },
+            "issuetype": {
+                "self": f"{site}/rest/api/2/issuetype/{type_id}",
+                "id": type_id,
+                "description": type_description,
+                "iconUrl": f"{site}/secure/viewavatar?size=xsmall&avatarId={type_avatar}&avatarType=issuetype",
+                "name": issue.issuetype,
+                "subtask": False,
+                "avatarId": type_avatar,
+            },
+            "project": self._project_json(issue.project),
+            "priority": {
+                "self": f"{site}/rest/api/2/priority/3",
+                "iconUrl": f"{site}/images/icons/priorities/medium.svg",
+                "name": "Medium",
+                "id": "3",
+            },
+            "assignee": self._user_json(issue.assignee or acting),
+            "reporter": reporter,
+            "creator": reporter,
+            "labels": list(issue.labels),
+            "attachment": [dict(attachment) for attachment in issue.attachments],
+            "created": created,
+            "updated": created,
+        }
+
+    def _issue_json(self, issue: _Issue, acting: str, fields: set[str] | None, expand: str) -> dict[str, Any]:
+        values = self._fields_json(issue, acting)
+        return {
+            "expand": expand,
+            "id": str(issue.id),
+            "self": f"{self._site()}/rest/api/2/issue/{issue.id}",
+            "key": issue.key,
+            "fields": {name: value for name, value in values.items() if fields is None or name in fields},
+        }
+
+    def _find_issue(self, id_or_key: str) -> _Issue:
+        with self._lock:
+            for issue in self._issues.values():
+                if id_or_key.upper() == issue.key or id_or_key == str(issue.id):
+                    return issue
+        raise _JiraError(404, "Issue Does Not Exist")
+
+    def _get_issue(self, req: _Request, user: dict[str, Any]) -> tuple[int, Any]:
+        """GET /rest/api/2/issue/{idOrKey}[?fields=...]."""
+        match = _ISSUE_PATH.fullmatch(req.path)
+        assert match is not None
+        issue = self._find_issue(unquote(match.group(1)))
+        fields = _wanted_fields(parse_qs(req.query).get("fields", []))
+        return 200, self._issue_json(issue, user["name"], fields, ISSUE_EXPAND)
+
+    def _search_get(self, req: _Request, user: dict[str, Any]) -> tuple[int, Any]:
+        """GET /rest/api/2/search?jql=...&startAt=...&maxResults=...&fields=..."""
+        query = parse_qs(req.query, keep_blank_values=True)
+        first = {name: values[0] for name, values in query.items()}
+        return self._search(
+            user, first.get("jql", ""), first.get("startAt"), first.get("maxResults"), query.get("fields", [])
         )
+
+    def _search_post(self, req: _Request, user: dict[str, Any]) -> tuple[int, Any]:
+        """POST /rest/api/2/search with ``{"jql", "startAt", "maxResults", "fields": [...]}``."""
+        body = _json_object(req.body)
+        fields = body.get("fields") or []
+        if not isinstance(fields, list) or not all(isinstance(name, str) for name in fields):
+            raise _JiraError(400, "fields: a list of field names is expected")
+        jql = body.get("jql") or ""
+        if not isinstance(jql, str):
+            raise _JiraError(400, "jql: a string is expected")
+        return self._search(user, jql, body.get("startAt"), body.get("maxResults"), fields)
+
+    def _search(
+        self, user: dict[str, Any], jql: str, start_at: object, max_results: object, fields: list[str]
+    ) -> tuple[int, Any]:
+        """Jira's search answer. JQL: ``project = X``, ``key = X-1`` and ``ORDER BY key|created [ASC|DESC]``
+        are understood; other clauses are ignored (they match every issue)."""
+        start = _int_param("startAt", start_at, 0)
+        limit = min(_int_param("maxResults", max_results, 50), 1000)
+        with self._lock:
+            issues = list(self._issues.values())
+            projects = set(self._projects)
+        for project in _JQL_PROJECT.findall(jql):
+            if project.upper() not in projects:
+                raise _JiraError(400, f"The value '{project}' does not exist for the field 'project'.")
+            issues = [issue for issue in issues if issue.project == project.upper()]
+        for key in _JQL_KEY.findall(jql):
+            issues = [issue for issue in issues if issue.key == key.upper()]
+        order = _JQL_ORDER.search(jql)
+        if order:
+            by_created = order.group(1).lower() == "created"
+            issues.sort(key=lambda issue: (issue.created, issue.id) if by_created else (issue.id,))
+            if (order.group(2) or "asc").lower() == "desc":
+                issues.reverse()
+        wanted = _wanted_fields(fields)
+        page = issues[start : start + limit] if limit > 0 else []
+        return 200, {
+            "expand": "schema,names",
+            "startAt": start,
+            "maxResults": limit,
+            "total": len(issues),
+            "issues": [self._issue_json(issue, user["name"], wanted, SEARCH_ISSUE_EXPAND) for issue in page],
+        }
+
+    def _create_issue(self, req: _Request, user: dict[str, Any]) -> tuple[int, Any]:
+        """POST /rest/api/2/issue: 201 ``{"id", "key", "self"}``, or Jira's 400 naming each bad field."""
+        fields = _json_object(req.body).get("fields")
+        if not isinstance(fields, dict):
+            raise _JiraError(400, "Can not create an issue without fields")
+        errors: dict[str, str] = {}
+        project = _ref(fields.get("project"), "key")
+        with self._lock:
+            by_id = {p["id"]: key for key, p in self._projects.items()}
+            project_key = project.upper() if project.upper() in self._projects else by_id.get(project, "")
+        if not project_key:
+            errors["project"] = "project is required"
+        type_name = _ref(fields.get("issuetype"), "name")
+        type_by_id = {type_id: name for name, (type_id, _, _) in _ISSUE_TYPES.items()}
+        issuetype = type_name if type_name in _ISSUE_TYPES else type_by_id.get(_ref(fields.get("issuetype"), "id"), "")
+        if not issuetype:
+            errors["issuetype"] = "valid issue type is required"
+        summary = fields.get("summary")
+        if not isinstance(summary, str) or not summary.strip():
+            errors["summary"] = "You must specify a summary of the issue."
+        assignee = _ref(fields.get("assignee"), "name") or None
+        if assignee is not None and self._user_json(assignee) is None:
+            errors["assignee"] = f"User '{assignee}' does not exist."
+        description = fields.get("description")
+        if errors:
+            raise _JiraError(400, **errors)
+        assert isinstance(summary, str)
+        key = self.add_issue(
+            project_key,
+            summary,
+            issuetype=issuetype,
+            reporter=user["name"],
+            assignee=assignee or user["name"],
+            description=description if isinstance(description, str) else None,
+        )
+        issue = self._find_issue(key)
+        return 201, {"id": str(issue.id), "key": issue.key, "self": f"{self._site()}/rest/api/2/issue/{issue.id}"}
+
+    def _add_attachments(self, req: _Request, user: dict[str, Any]) -> tuple[int, Any]:
+        """POST /rest/api/2/issue/{idOrKey}/attachments: multipart ``file`` parts, XSRF header required."""
+        if req.headers.get("x-atlassian-token", "").lower() != "no-check":
+            raise _JiraError(403, "XSRF check failed")
+        match = _ATTACHMENTS_PATH.fullmatch(req.path)
+        assert match is not None
+        issue = self._find_issue(unquote(match.group(1)))
+        files = _multipart_files(req.headers.get("content-type", ""), req.body)
+        if not files:
+            raise _JiraError(400, "Send the files as multipart/form-data parts named 'file'")
+        site, author = self._site(), self._user_json(user["name"])
+        added = []
+        with self._lock:
+            for filename, mime_type, content in files:
+                attachment_id = self._next_id("attachment")
+                added.append(
+                    {
+                        "self": f"{site}/rest/api/2/attachment/{attachment_id}",
+                        "id": str(attachment_id),
+                        "filename": filename,
+                        "author": author,
+                        "created": _jira_time(self.now()),
+                        "size": len(content),
+                        "mimeType": mime_type,
+                        "content": f"{site}/secure/attachment/{attachment_id}/{quote(filename)}",
+                    }
+                )
+            issue.attachments.extend(added)
+        return 200, added
 
     def _rest_user(self, req: _Request) -> dict[str, Any]:
         """Authenticate a REST call by its access token; return the user's JSON."""
@@ -745,8 +1148,12 @@ def _html(status: int, title: str, body_html: str) -> Response:
     return Response(status, page.encode(), TEXT_HTML)
 
 
-def _consent_form(rt: _RequestToken, username: str) -> str:
-    """Jira's consent page: one form per button, both POSTing back to /authorize."""
+def _consent_form(rt: _RequestToken, users: list[str]) -> str:
+    """Jira's consent page: one form per button, both POSTing back to /authorize.
+
+    The user name field stands for Jira's login; it starts with the first user, and any other
+    well-formed name is accepted (it becomes a new user)."""
+    username = users[0] if users else ""
 
     def form(decision: str, label: str) -> str:
         return (
@@ -757,11 +1164,85 @@ def _consent_form(rt: _RequestToken, username: str) -> str:
             f"</form>"
         )
 
+    known = ", ".join(users) or "none yet"
     return (
         f"<p>{html.escape(rt.consumer_key)} would like to access your data</p>"
         + form("approve", "Allow")
         + form("deny", "Deny")
+        + f"<p>Users: {html.escape(known)}. Any other name you type becomes a new user.</p>"
     )
+
+
+def demo_user(name: str) -> dict[str, str]:
+    """Display name and email for a user made up on the spot: ``bob`` is Bob Example, bob@example.com."""
+    words = [word.capitalize() for word in re.split(r"[._+-]+", name.partition("@")[0]) if word]
+    return {
+        "display_name": " ".join([*words, "Example"]),
+        "email": name if "@" in name else f"{name}@example.com",
+    }
+
+
+_AVATAR_SIZES = {"48x48": "large", "24x24": "small", "16x16": "xsmall", "32x32": "medium"}
+
+
+def _jira_time(timestamp: float) -> str:
+    """Jira's REST timestamps: ``2026-11-29T14:11:42.000+0000``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime(timestamp))
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """A JSON request body that must be an object, else Jira's 400."""
+    try:
+        value = json.loads(body.decode("utf-8")) if body.strip() else None
+    except (UnicodeDecodeError, ValueError):
+        raise _JiraError(400, "The request body is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise _JiraError(400, "The request body must be a JSON object.")
+    return value
+
+
+def _int_param(name: str, value: object, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _JiraError(400, f"{name}: a number is expected")
+    try:
+        number = int(value)
+    except ValueError:
+        raise _JiraError(400, f"{name}: a number is expected") from None
+    if number < 0:
+        raise _JiraError(400, f"{name}: must not be negative")
+    return number
+
+
+def _ref(value: object, name: str) -> str:
+    """``{"key": "ABC"}``-style references in an issue's fields: the named member, or ""."""
+    member = value.get(name) if isinstance(value, dict) else None
+    return member if isinstance(member, str) else ""
+
+
+def _wanted_fields(values: list[str]) -> set[str] | None:
+    """The ``fields`` parameter (repeated and/or comma-separated): None for every field."""
+    names = {name.strip() for value in values for name in value.split(",") if name.strip()}
+    if not names or names & {"*all", "*navigable"}:
+        return None
+    return names
+
+
+def _multipart_files(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
+    """(file name, media type, bytes) of each ``file`` part of a multipart/form-data body."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return []
+    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", errors="replace")
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    files = []
+    for part in message.walk():
+        if part.is_multipart() or part.get_param("name", header="content-disposition") != "file":
+            continue
+        content = part.get_payload(decode=True)
+        data = content if isinstance(content, bytes) else b""
+        files.append((part.get_filename() or "attachment", part.get_content_type(), data))
+    return files
 
 
 # ---------------------------------------------------------------- HTTP plumbing
@@ -922,19 +1403,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--context-path", default="/jira")
     parser.add_argument("--consumer-key", default="jira-oauth-broker")
-    parser.add_argument("--public-key-file", required=True, help="the Application Link's public key (PEM)")
-    parser.add_argument("--user", action="append", default=[], help="a Jira user name (repeatable; default alice)")
+    parser.add_argument(
+        "--public-key-file",
+        required=True,
+        help="the Application Link's public key (PEM); read again whenever the file changes",
+    )
+    parser.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        help="a user who exists from the start (repeatable; default alice); the Allow page takes any other name too",
+    )
     args = parser.parse_args(argv)
-    fake = FakeJira(args.context_path, port=args.port)
-    with open(args.public_key_file, "rb") as key_file:
-        fake.add_consumer(args.consumer_key, key_file.read())
+    fake = FakeJira(args.context_path, port=args.port, echo=False)
+    fake.watch_public_key_file(args.consumer_key, args.public_key_file)
     for name in args.user or ["alice"]:
-        fake.add_user(name, display_name=name.title() + " Example", email=f"{name}@example.com")
+        fake.add_user(name, **demo_user(name))
     import signal
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with fake:
-        print(f"Fake Jira at {fake.base_url} (Application Link '{args.consumer_key}'); Ctrl-C stops.", flush=True)
+        # On stderr: a background job's announcement must not mix with the answers a shell prints.
+        print(
+            f"Fake Jira at {fake.base_url} (Application Link '{args.consumer_key}', key from "
+            f"{args.public_key_file}); Ctrl-C stops.",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             threading.Event().wait()
         except KeyboardInterrupt:

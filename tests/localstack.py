@@ -18,6 +18,9 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+# The ports of the stacks running now: apikeys_cli talks to the latest one's AWS, not to whichever
+# make run another test (or a person) runs on this machine.
+_started: list[int] = []
 
 
 def free_port() -> int:
@@ -36,6 +39,10 @@ class LocalStack:
     log_path: Path
     api_key: str
     moto: str = ""
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def output(self) -> str:
         return self.log_path.read_text()
@@ -72,6 +79,7 @@ def local_stack(
             start_new_session=True,
         )
     stack = LocalStack(f"http://127.0.0.1:{port}", process, log_path, api_key)
+    _started.append(port)
     try:
         _wait_until_up(stack)
         match = re.search(r"(?:moto|AWS) at (https?://[^\s;]+);", stack.output())
@@ -79,6 +87,7 @@ def local_stack(
         yield stack
     finally:
         _stop(process)
+        _started.remove(port)
 
 
 def _wait_until_up(stack: LocalStack) -> None:
@@ -105,11 +114,14 @@ def _stop(process: subprocess.Popen[str]) -> None:
         process.wait()
 
 
-def apikeys_cli(*args: str) -> str:
-    """``python -m scripts.apikeys ARGS --stage local``, as an operator runs it (it finds make run's AWS)."""
+def apikeys_cli(*args: str, port: int | None = None) -> str:
+    """``python -m scripts.apikeys ARGS --stage local --port PORT``, as an operator runs it (it finds make
+    run's AWS by the port; default: the latest stack's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BROKER_"))}
+    port = port or (_started[-1] if _started else None)
+    where = ["--port", str(port)] if port else []
     done = subprocess.run(
-        [sys.executable, "-m", "scripts.apikeys", *args, "--stage", "local"],
+        [sys.executable, "-m", "scripts.apikeys", *args, "--stage", "local", *where],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -306,19 +306,21 @@ def _winners(clients: list[Any], pk: str) -> int:
     return len(won)
 
 
-def test_the_runner_removes_only_its_own_endpoint_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from scripts import run_local
+def test_the_runner_removes_only_its_own_endpoint_file(tmp_path: Path) -> None:
+    from scripts.local_aws import claim_endpoint_file, release_endpoint_file
 
-    monkeypatch.setattr(run_local, "ENDPOINT_FILE", tmp_path / "moto-endpoint")
-    mine = run_local._record_endpoint("http://127.0.0.1:4566")
-    run_local.ENDPOINT_FILE.write_text(
-        "http://127.0.0.1:4566\n# written by scripts.run_local, pid 1\n"
-    )  # a later runner
-    run_local._forget_endpoint(mine)
-    assert run_local.ENDPOINT_FILE.exists()
-    mine = run_local._record_endpoint("http://127.0.0.1:4566")
-    run_local._forget_endpoint(mine)
-    assert not run_local.ENDPOINT_FILE.exists()
+    state = tmp_path / "8000.endpoint"  # make run's per-port file (.local/<port>.endpoint)
+    mine = claim_endpoint_file(state, "http://127.0.0.1:4566")
+    assert mine is not None and claim_endpoint_file(state, "http://127.0.0.1:4567") is None  # a live owner
+    state.write_text("http://127.0.0.1:4566\n# written by scripts.run_local, pid 1\n")  # not ours any more
+    release_endpoint_file(state, mine)
+    assert state.exists()
+    # A runner that was killed left its file behind (a pid above Linux's highest: no such process).
+    state.write_text("http://127.0.0.1:4566\n# written by scripts.run_local, pid 4194305\n")
+    mine = claim_endpoint_file(state, "http://127.0.0.1:4566")
+    assert mine is not None
+    release_endpoint_file(state, mine)
+    assert not state.exists()
 
 
 def test_chalice_local_answers_an_authorizer_that_raises() -> None:

@@ -85,7 +85,8 @@ def _serve_locally(host: str, port: int, table: str) -> None:
         _standin.append(server)
         what = "an embedded moto (its data is gone when chalice local stops or reloads)"
     os.environ["AWS_ENDPOINT_URL"] = endpoint
-    public_host = "127.0.0.1" if host in {"0.0.0.0", ""} else host  # noqa: S104  # nosec B104 - a URL to open, not a bind
+    # A URL for people to open, not an address to bind: a server listening on all interfaces is reached at 127.0.0.1.
+    public_host = "127.0.0.1" if host in {"0.0.0.0", ""} else host  # noqa: S104  # nosec B104
     url = os.environ.setdefault("BROKER_PUBLIC_URL", f"http://{public_host}:{port}")
     print(f"jira-oauth-broker: local stage on {what} at {endpoint}, fake credentials; serving {url}", flush=True)
     local_aws.create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, exist_ok=True)

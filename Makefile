@@ -8,12 +8,15 @@ STAGE ?= dev
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 OUT := out/$(STAGE)
+# A clean python3.11 with only what the Lambda runtime provides (boto3): runs the unpacked package.
+LAMBDA_VENV := .venv-lambda
+LAMBDA_STAMP := $(LAMBDA_VENV)/.installed
 
-.PHONY: install run test test-browser lint bench package check-infra audit deploy clean
+.PHONY: install run test test-browser test-artifact lint bench package check-infra audit deploy clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-lambda-runtime.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is needed"' 2>/dev/null \
 		|| { echo "Python 3.11 is needed: set PYTHON=/path/to/python3.11"; exit 1; }
 	@echo "Installing $(VENV) from requirements-dev.txt"
@@ -50,10 +53,26 @@ package: $(STAMP)
 	$(BIN)/python -m scripts.infra --stage $(STAGE) $(OUT)/merge.json
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $(STAGE) \
 		--merge-template $(OUT)/merge.json $(OUT)/template
+	@# Hash-based .pyc (Lambda's code directory is read-only): compiled by the venv's python3.11, the runtime's.
+	$(BIN)/python -m scripts.package_pyc $(OUT)/template/deployment.zip
+
+# No pip in it either (ensurepip's setuptools would hide a missing dependency); the dev venv's pip installs.
+$(LAMBDA_STAMP): requirements-lambda-runtime.txt $(STAMP)
+	@echo "Installing $(LAMBDA_VENV) (the Lambda runtime's python3.11 and boto3) from requirements-lambda-runtime.txt"
+	@rm -rf $(LAMBDA_VENV) && $(PYTHON) -m venv --without-pip $(LAMBDA_VENV)
+	@$(BIN)/python -m pip --python $(LAMBDA_VENV)/bin/python install -qq -r requirements-lambda-runtime.txt
+	@touch $(LAMBDA_STAMP)
+
+# The package `make package` builds, unpacked and run as Lambda runs it (API Gateway REST events,
+# TOKEN-authorizer events) in $(LAMBDA_VENV), against moto and the fake Jira on loopback.
+test-artifact: package $(LAMBDA_STAMP)
+	$(BIN)/python -m scripts.artifact --zip $(OUT)/template/deployment.zip --stage $(STAGE) \
+		--runtime-python $(LAMBDA_VENV)/bin/python
 
 check-infra: package $(TOOLS_STAMP)
 	$(TOOLS)/bin/cfn-lint $(OUT)/template/sam.json
 	$(TOOLS)/bin/checkov -f $(OUT)/template/sam.json --framework cloudformation --skip-download --compact --quiet
+	$(TOOLS)/bin/python -m scripts.sam_check $(OUT)/template/sam.json
 
 audit: $(TOOLS_STAMP)
 	$(TOOLS)/bin/python scripts/audit.py
@@ -72,7 +91,7 @@ deploy: package
 		--query "Stacks[0].Outputs[?OutputKey=='EndpointURL'].OutputValue" --output text
 
 clean:
-	rm -rf $(VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(LAMBDA_VENV) out .pytest_cache .mypy_cache .ruff_cache
 
-bench: $(STAMP)
-	$(BIN)/python -m scripts.bench
+bench: package $(LAMBDA_STAMP)
+	$(BIN)/python -m scripts.bench --zip $(OUT)/template/deployment.zip --runtime-python $(LAMBDA_VENV)/bin/python

@@ -1,48 +1,80 @@
-"""jira-oauth-broker: routes and wiring only. The work happens in chalicelib/."""
+"""jira-oauth-broker: routes and wiring only. The work happens in chalicelib/.
+
+Importing this module is the cold start of both Lambda functions, and the authorizer
+(``api_key_auth``, the same module) needs only chalice, boto3 and the API key lookup. So each
+route imports its chalicelib modules inside the view, on its first call, and the route
+decorators from ``chalicelib.web`` are applied then too (:func:`_web`): nothing at the top of
+this file may import cryptography, oauthlib, requests or the pages. ``make bench`` measures it.
+"""
 
 from __future__ import annotations
 
+import functools
+import gc
+import os
 from collections.abc import Callable
+from typing import Any
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    gc.disable()  # a cold start collects no garbage until its first answer: see _cold_start_over
 
 from chalice import AuthResponse, Chalice, ConvertToMiddleware, Response
 from chalice.app import Request
 
-from chalicelib import browser, connect, integrations, pages, proxy, setup, signin
+from chalicelib import observability
 from chalicelib.apikeys import bearer_token, lookup
 from chalicelib.config import load_settings
-from chalicelib.deadline import start_request
 from chalicelib.errors import StorageUnavailable
 from chalicelib.links import CONNECT, SETUP
 from chalicelib.local_boot import prepare_chalice_local
 from chalicelib.logs import logger
-from chalicelib.resources import store_for
 from chalicelib.responses import empty_response, json_response, passthrough_response, redirect
-from chalicelib.urls import origin_of, with_query
-from chalicelib.web import (
-    check_same_origin,
-    cookie_header,
-    envelope_chalice_errors,
-    json_body,
-    link_page_route,
-    page_route,
-    query_param,
-    remember_public_url,
-    service_route,
-)
+from chalicelib.store import Store
+
+View = Callable[..., Response]
+
+
+def _web(name: str, *args: Any) -> Callable[[View], View]:
+    """The route decorator ``chalicelib.web.<name>`` (made with ``args``, if any), applied on the view's first call."""
+
+    def decorate(view: View) -> View:
+        decorated: list[View] = []
+
+        @functools.wraps(view)
+        def call(**params: str) -> Response:
+            if not decorated:
+                from chalicelib import web
+
+                make = getattr(web, name)
+                decorated.append(make(*args)(view) if args else make(view))
+            return decorated[0](**params)
+
+        return call
+
+    return decorate
+
 
 # configure_logs=False: Powertools' Logger owns logging, or every line prints twice.
 app = Chalice(app_name="jira-oauth-broker", configure_logs=False)
 app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context))
-service = service_route(app)
+app.register_middleware(observability.per_request, "http")  # one log line and the metrics per request
+service = _web("service_route", app)  # API routes: ids checked, the key's team scope, errors as JSON
+page_route = _web("page_route")  # browser pages: errors as pages
 prepare_chalice_local()  # plain `chalice local`: its AWS stand-in, table and key; a no-op anywhere else
 
 
 @app.middleware("http")
 def broker_envelope(event: Request, get_response: Callable[[Request], Response]) -> Response:
     """Every request: learn the public URL it came in on; give Chalice's own errors the broker's envelope."""
+    from chalicelib.deadline import start_request
+    from chalicelib.web import envelope_chalice_errors, remember_public_url
+
     remember_public_url(event)
-    with start_request(load_settings().request_budget_seconds):  # every Jira call of this request fits in it
-        return envelope_chalice_errors(get_response(event))
+    try:
+        with start_request(load_settings().request_budget_seconds):  # every Jira call of this request fits in it
+            return envelope_chalice_errors(get_response(event))
+    finally:
+        _cold_start_over()
 
 
 # Binary answers the proxy passes through (base64 through API Gateway); the caller's Accept must match.
@@ -58,40 +90,68 @@ def api_key_auth(auth_request):  # type: ignore[no-untyped-def]
     A header that is no Bearer key (``Authorization: jb_...``) is refused like a missing one: 401,
     whose message shows ``Authorization: Bearer <key>``, not 403 "key not valid".
     """
-    if bearer_token(auth_request.token) is None:
+    try:
+        return _check_key(auth_request.token, auth_request.method_arn)
+    finally:
+        _cold_start_over()
+
+
+def _check_key(token: str, method_arn: str) -> AuthResponse | dict[str, Any] | None:
+    if bearer_token(token) is None:
         # API Gateway's only way to a 401 from a Lambda authorizer: raise exactly "Unauthorized"
         # (its UNAUTHORIZED Gateway Response in infra/; scripts/chalice_local.py does the same locally).
+        observability.authorizer_decision("no_key")
         raise Exception("Unauthorized")
     try:
-        record = lookup(store_for(load_settings()), auth_request.token)
+        record = lookup(Store(load_settings().table_name), token)
     except StorageUnavailable:
         # Fail closed with an answer. No output is an invalid authorizer answer: API Gateway then
         # answers its AUTHORIZER_CONFIGURATION_ERROR response (503 authorizer_unavailable in infra/),
         # as it would for a raise, and Chalice's test client and chalice local answer it too
         # instead of crashing or dropping the connection. Never a deny: the key may be valid.
+        observability.authorizer_decision("unavailable")
         return None
     if record is None:
-        return AuthResponse(routes=[], principal_id="anonymous")
+        observability.authorizer_decision("deny")
+        return _deny_everything(method_arn)
+    observability.authorizer_decision("allow", record)
     return AuthResponse(routes=["*"], principal_id=record["name"], context={"team": record.get("team") or ""})
+
+
+def _deny_everything(method_arn: str) -> dict[str, Any]:
+    """An explicit Deny of every route of this API stage (API Gateway caches the answer per key for 60 s).
+
+    Chalice's own deny, ``AuthResponse(routes=[])``, is an Allow of no resource; an explicit Deny
+    leaves API Gateway nothing to interpret (aws/chalice#1619 reports the empty Allow letting calls through).
+    """
+    api_and_stage = "/".join(method_arn.split("/")[:2])  # arn:aws:execute-api:REGION:ACCOUNT:API/STAGE
+    statement = {"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": [f"{api_and_stage}/*/*"]}
+    return {"principalId": "anonymous", "policyDocument": {"Version": "2012-10-17", "Statement": [statement]}}
 
 
 # -- the team's Jira integration ---------------------------------------------------
 @app.route("/v1/teams/{team}/jira", methods=["PUT"], authorizer=api_key_auth)
 @service
 def put_jira(team: str) -> Response:
-    status, body = integrations.put_integration(team, json_body(app.current_request))
+    from chalicelib import integrations
+
+    status, body = integrations.put_integration(team, _json_body())
     return json_response(body, status)
 
 
 @app.route("/v1/teams/{team}/jira", methods=["GET"], authorizer=api_key_auth)
 @service
 def get_jira(team: str) -> Response:
+    from chalicelib import integrations
+
     return json_response(integrations.get_integration(team))
 
 
 @app.route("/v1/teams/{team}/jira", methods=["DELETE"], authorizer=api_key_auth)
 @service
 def delete_jira(team: str) -> Response:
+    from chalicelib import integrations
+
     integrations.delete_integration(team)
     return empty_response()
 
@@ -99,25 +159,33 @@ def delete_jira(team: str) -> Response:
 @app.route("/v1/teams/{team}/jira/key-pair", methods=["POST"], authorizer=api_key_auth)
 @service
 def create_key_pair(team: str) -> Response:
-    return json_response(integrations.create_key_pair(team, json_body(app.current_request)), 201)
+    from chalicelib import integrations
+
+    return json_response(integrations.create_key_pair(team, _json_body()), 201)
 
 
 # -- users -----------------------------------------------------------------------------
 @app.route("/v1/teams/{team}/users/{user}/jira/connect-link", methods=["POST"], authorizer=api_key_auth)
 @service
 def create_connect_link(team: str, user: str) -> Response:
-    return json_response(connect.create_link(team, user, json_body(app.current_request)), 201)
+    from chalicelib import connect
+
+    return json_response(connect.create_link(team, user, _json_body()), 201)
 
 
 @app.route("/v1/teams/{team}/users/{user}/jira", methods=["GET"], authorizer=api_key_auth)
 @service
 def get_connection(team: str, user: str) -> Response:
+    from chalicelib import connect
+
     return json_response(connect.get_connection(team, user))
 
 
 @app.route("/v1/teams/{team}/users/{user}/jira", methods=["DELETE"], authorizer=api_key_auth)
 @service
 def delete_connection(team: str, user: str) -> Response:
+    from chalicelib import connect
+
     connect.delete_connection(team, user)
     return empty_response()
 
@@ -126,20 +194,28 @@ def delete_connection(team: str, user: str) -> Response:
 @app.route("/v1/teams/{team}/users/{user}/jira/proxy", methods=["POST"], authorizer=api_key_auth)
 @service
 def proxy_call(team: str, user: str) -> Response:
-    upstream = proxy.proxy_call(team, user, json_body(app.current_request))
-    return passthrough_response(upstream.status, upstream.headers, upstream.body, app.api.binary_types)
+    from chalicelib import proxy
+
+    upstream = proxy.proxy_call(team, user, _json_body())
+    accept = app.current_request.headers.get("accept") if app.current_request else None
+    return passthrough_response(upstream.status, upstream.headers, upstream.body, app.api.binary_types, accept)
 
 
 @app.route("/v1/teams/{team}/users/{user}/jira/sign", methods=["POST"], authorizer=api_key_auth)
 @service
 def sign(team: str, user: str) -> Response:
-    return json_response(proxy.sign(team, user, json_body(app.current_request)))
+    from chalicelib import proxy
+
+    return json_response(proxy.sign(team, user, _json_body()))
 
 
 # -- browser pages -------------------------------------------------------------------
 @app.route("/connect/{token}", methods=["GET"], content_types=FORM)
-@link_page_route(CONNECT)
+@_web("link_page_route", CONNECT)
 def view_connect_link(token: str) -> Response:
+    from chalicelib import connect, pages
+    from chalicelib.urls import origin_of
+
     link = connect.check_link(token)
     return pages.connect_page(
         host=link.host,
@@ -151,8 +227,11 @@ def view_connect_link(token: str) -> Response:
 
 
 @app.route("/connect/{token}", methods=["POST"], content_types=FORM)
-@link_page_route(CONNECT)
+@_web("link_page_route", CONNECT)
 def start_connect(token: str) -> Response:
+    from chalicelib import browser, signin
+    from chalicelib.web import check_same_origin, cookie_header
+
     request = app.current_request
     check_same_origin(request)
     settings = load_settings()
@@ -163,6 +242,10 @@ def start_connect(token: str) -> Response:
 @app.route("/oauth/callback", methods=["GET"], content_types=FORM)
 @page_route
 def oauth_callback() -> Response:
+    from chalicelib import browser, pages, signin
+    from chalicelib.urls import with_query
+    from chalicelib.web import cookie_header, query_param
+
     request = app.current_request
     outcome = signin.finish(
         query_param(request, "oauth_token"),
@@ -186,18 +269,24 @@ def oauth_callback() -> Response:
 @app.route("/v1/teams/{team}/jira/setup-link", methods=["POST"], authorizer=api_key_auth)
 @service
 def create_setup_link(team: str) -> Response:
-    return json_response(setup.create_link(team, json_body(app.current_request)), 201)
+    from chalicelib import setup
+
+    return json_response(setup.create_link(team, _json_body()), 201)
 
 
 @app.route("/setup/{token}", methods=["GET"], content_types=FORM)
-@link_page_route(SETUP)
+@_web("link_page_route", SETUP)
 def view_setup_link(token: str) -> Response:
+    from chalicelib import setup
+
     return setup.show(token, app.current_request)
 
 
 @app.route("/setup/{token}", methods=["POST"], content_types=FORM)
-@link_page_route(SETUP)
+@_web("link_page_route", SETUP)
 def submit_setup(token: str) -> Response:
+    from chalicelib import setup
+
     return setup.submit(token, app.current_request)
 
 
@@ -207,3 +296,22 @@ def submit_setup(token: str) -> Response:
 @app.route("/health", methods=["GET"])
 def health() -> Response:
     return json_response({"status": "ok", "stage": load_settings().stage})
+
+
+def _json_body() -> dict[str, Any]:
+    from chalicelib.web import json_body
+
+    return json_body(app.current_request)
+
+
+def _cold_start_over() -> None:
+    """After a Lambda's first answer: freeze what the cold start made and collect garbage again."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
+# Last: everything importing this module made lives as long as the process. Frozen, the garbage
+# collector never scans it again, so the first request's collections (while botocore parses its
+# JSON models, ~1 MB) stay cheap: ~20 ms of the authorizer's cold start (`make bench`).
+gc.freeze()

@@ -32,6 +32,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from .errors import BrokerError, Conflict, StorageUnavailable
 
 _clients: dict[tuple[str, str, str], Any] = {}
+_session: list[boto3.session.Session] = []  # one per process: a second would load botocore's data again
 _lock = threading.Lock()
 
 # Short timeouts and bounded retries: every route must answer inside API Gateway's 29 seconds,
@@ -47,7 +48,11 @@ def client(service: str) -> Any:
     key = (service, region, endpoint)
     with _lock:
         if key not in _clients:
-            _clients[key] = boto3.session.Session().client(
+            # One shared Session (used only under the lock: Sessions are not thread-safe): each new one
+            # parses botocore's endpoint and config data again, ~40 ms of a cold start per client.
+            if not _session:
+                _session.append(boto3.session.Session())
+            _clients[key] = _session[0].client(
                 service, region_name=region, endpoint_url=endpoint or None, config=_CONFIG
             )
         return _clients[key]
@@ -57,6 +62,7 @@ def reset_clients() -> None:
     """Forget every cached client (tests start a fresh moto per test)."""
     with _lock:
         _clients.clear()
+        _session.clear()  # credentials and region are read again, from the environment of the next test
 
 
 # Error codes that mean "AWS could not serve this just now", not "this request is wrong".

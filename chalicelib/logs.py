@@ -38,8 +38,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
     # The sign-in's browser id and the setup page's CSRF token, in Cookie / Set-Cookie headers.
     (re.compile(r"((?:__Host-)?jira_broker_browser=|broker_setup_csrf=)[^;\s\"',]+"), r"\1[redacted]"),
-    # Connect and setup link tokens in paths.
-    (re.compile(r"(/(?:connect|setup)/)[^/?\s\"']+"), r"\1[redacted]"),
+    # Connect and setup link tokens in paths (not the route template ``/connect/{token}``).
+    (re.compile(r"(/(?:connect|setup)/)(?!\{token\}(?:[\s\"']|$))[^/?\s\"']+"), r"\1[redacted]"),
     # Bearer API keys and OAuth Authorization headers.
     (re.compile(r"(Bearer\s+)[^\s\"',]+", re.I), r"\1[redacted]"),
     (re.compile(r"(Authorization[\"']?\s*[:=]\s*[\"']?OAuth\s)[^\"'\n]*", re.I), r"\1[redacted]"),

@@ -28,6 +28,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from oauthlib.oauth1 import SIGNATURE_RSA, SIGNATURE_TYPE_AUTH_HEADER, Client
 
+from . import observability
 from .deadline import Deadline, deadline_of
 from .errors import BrokerError, InvalidRequest, JiraBadResponse, JiraRejected
 from .jirahttp import read_capped, session_for, timed_out, translating
@@ -124,7 +125,7 @@ def parse_problem(response: requests.Response) -> OAuthProblem | None:
     problem = fields.get("oauth_problem")
     if not problem:
         return None
-    return OAuthProblem(problem=problem, status=response.status_code, fields=fields)
+    return observability.jira_problem(OAuthProblem(problem=problem, status=response.status_code, fields=fields))
 
 
 def parse_form(response: requests.Response) -> dict[str, str]:
@@ -254,12 +255,13 @@ class JiraClient:
         """
         call = Deadline(self.deadline)
         if call.remaining() <= 0:
-            raise timed_out(self.host, call)  # the request's budget is spent: do not even connect
-        with translating(self.host, call, self.timeout):
+            raise observability.jira_failed(timed_out(self.host, call))  # the budget is spent: do not even connect
+        with observability.jira_call() as seen, translating(self.host, call, self.timeout):
             with call.running():
                 response = self.session.send(
                     prepared, timeout=call.cap(self.timeout), allow_redirects=False, stream=stream
                 )
+        seen.answered(response)
         return response
 
     def read_body(self, response: requests.Response, limit: int) -> bytes:
@@ -270,7 +272,7 @@ class JiraClient:
         """
         call = deadline_of(response)
         try:
-            with translating(self.host, call, self.timeout, reading=True):
+            with observability.jira_reading(), translating(self.host, call, self.timeout, reading=True):
                 return read_capped(response, limit, self.host)
         finally:
             response.close()

@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 
-from . import clock, connect
+from . import clock, connect, observability
 from .config import Settings, load_settings
 from .errors import BrokerError
 from .logs import logger
@@ -111,6 +111,7 @@ def acting_as(team: str, user: str, settings: Settings) -> Acting:
 
 def reconnect_error(team: str, user: str, reason: str, settings: Settings, **details: str) -> BrokerError:
     """401 ``reauthorization_required`` with a fresh connect link for the user to connect again."""
+    observability.count("Reauthorizations")  # Jira dropped the token, or the integration moved on
     link = connect.create_link(team, user, {}, settings)
     return BrokerError(
         f"{reason} Send {user} connect_url to connect again.",

@@ -51,16 +51,36 @@ def redirect(location: str, status: int = 303, headers: dict[str, str] | None = 
 _TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded")
 
 
-def passthrough_response(status: int, headers: dict[str, str], body: bytes, binary_types: list[str]) -> Response:
+def first_accept(accept: str | None) -> str:
+    """The first media range of an ``Accept`` header, lower case, without parameters ("" when none)."""
+    return (accept or "").split(",")[0].split(";")[0].strip().lower()
+
+
+def passthrough_response(
+    status: int, headers: dict[str, str], body: bytes, binary_types: list[str], accept: str | None
+) -> Response:
     """Jira's own answer, unwrapped: its status, allowed headers and body bytes.
 
-    Chalice returns bytes only for its binary types (and a caller whose Accept
-    matches, such as ``*/*``); text goes back as text.
+    A binary answer (its Content-Type one of ``binary_types``) goes back as bytes only when the
+    caller's FIRST ``Accept`` value is one of ``binary_types`` too: that is the only case in which
+    API Gateway decodes the base64 body Chalice sends it (Chalice encodes when any value matches,
+    ``*/*`` included). Otherwise the caller would get base64 text labelled as the binary type, so
+    the answer is 406 ``binary_accept_required``, naming the Accept to send. Text goes back as text.
     """
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     sent: dict[str, str | list[str]] = dict(headers)
     if content_type in binary_types:
-        return Response(body=body, status_code=status, headers=sent)
+        if first_accept(accept) in binary_types:
+            return Response(body=body, status_code=status, headers=sent)
+        return error_response(
+            BrokerError(
+                f"Jira answered with binary content ({content_type}). API Gateway returns bytes only when the "
+                f"first Accept value is a binary media type: send 'Accept: {content_type}' (first, if you "
+                "send several). '*/*' is not enough.",
+                code="binary_accept_required",
+                status=406,
+            )
+        )
     if not body:
         return Response(body="", status_code=status, headers=sent)
     try:

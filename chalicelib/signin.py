@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import browser, clock
+from . import browser, clock, observability
 from .config import Settings, load_settings
 from .connect import check_link, integration_gone
 from .dynamo import ConditionFailed
@@ -200,6 +200,7 @@ def _store_connection(
     except ConditionFailed as failed:
         logger.info("connection not stored", extra={"team": team, "user": user, "changed": failed.step})
         raise _link_used(user, team) if failed.step == "link" else _integration_changed(team) from None
+    observability.count("ConnectionsMade")
 
 
 def _link_used(user: str, team: str) -> Gone:

@@ -167,7 +167,10 @@ _CHALICE_HINTS = {
     "method_not_allowed": "Check the method against the broker's README.",
     "unsupported_media_type": "Send JSON with 'Content-Type: application/json' (browser forms: "
     "application/x-www-form-urlencoded).",
-    "bad_request": "For binary answers from the proxy, send an Accept header that matches them, such as */*.",
+    # API Gateway returns bytes only when the FIRST Accept value is one of the API's binary media types;
+    # */* is not one of them, so a caller sending */* first would get base64 text.
+    "bad_request": "For binary answers, send their media type as the first Accept value (such as "
+    "'Accept: image/png'); '*/*' is not enough.",
 }
 
 

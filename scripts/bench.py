@@ -9,22 +9,35 @@ Prints:
     on an embedded moto, to the fake Jira), the p50 of a direct signed request
     to the same fake Jira, and their ratio;
 (c) the AWS API calls per proxied call, counted by a forwarding proxy in front
-    of moto, per operation.
+    of moto, per operation;
+(d) cold starts of the deployment package (``--zip``, as ``make package`` builds it), unpacked
+    and run in fresh processes of the clean runtime interpreter (``--runtime-python``,
+    .venv-lambda) with no bytecode but what the zip ships (scripts/coldstart.py): the API
+    function importing its handler and answering its first proxied call, and the authorizer
+    importing its handler and answering its first key check, each as a ratio to a fresh process
+    that imports the runtime's boto3 and makes one DynamoDB GetItem on the same moto (median of
+    COLD_RUNS each, interleaved); targets <= 1.5 and <= 1.15; and the zip's size (target <= 10 MB).
 
 Everything runs on loopback; request loops are bounded in count.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,7 +50,9 @@ from requests_oauthlib import OAuth1
 from chalicelib.apikeys import save_api_key
 from chalicelib.oauth1 import JiraClient
 from chalicelib.store import Store
-from scripts.local_aws import create_table, start_moto, use_fake_credentials
+from scripts.artifact import lambda_environment, unpacked
+from scripts.artifact_driver import http_event, token_event
+from scripts.local_aws import ROOT, create_table, start_moto, use_fake_credentials
 from scripts.run_local import TABLE, start_chalice_local
 from tests.fakejira import FakeJira
 from tests.localstack import free_port
@@ -47,6 +62,9 @@ CONSUMER_KEY = "jira-oauth-broker"
 SIGN_ROUNDS = 2000
 CALLS = 300
 WARMUP = 30
+COLD_RUNS = 9
+COLD_TARGETS = {"api": 1.5, "authorizer": 1.15}
+ZIP_TARGET_MB = 10.0
 
 
 # -- (a) signing ---------------------------------------------------------------------------
@@ -167,7 +185,11 @@ def _connect_alice(broker: str, jira: FakeJira, private_pem: str) -> None:
     browser.get(jira.approve(token, "alice"), timeout=30).raise_for_status()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="make bench: the proxy's speed figures and the package's cold starts")
+    parser.add_argument("--zip", type=Path, help="the deployment package (out/dev/template/deployment.zip)")
+    parser.add_argument("--runtime-python", help="the clean runtime interpreter (.venv-lambda/bin/python)")
+    args = parser.parse_args(argv)
     use_fake_credentials()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = key.private_bytes(
@@ -198,13 +220,100 @@ def main() -> int:
             jira.add_user("alice", display_name="Alice Example")
             _connect_alice(broker, jira, private_pem)
             figures = _measure(broker, jira, dynamodb, key, forwarder)
+            cold = None
+            if args.zip and args.runtime_python:  # (d), against the same moto, Jira and connected user
+                cold = cold_starts(args.zip, os.path.abspath(args.runtime_python), endpoint)
         finally:
             child.terminate()
             child.wait(timeout=10)
             forwarder.shutdown()
             moto.stop()
     _report(broker_sign, raw_sign, ratio, *figures)
+    if cold is None:
+        print("(d) cold starts: skipped (make bench passes --zip and --runtime-python)")
+    else:
+        _report_cold(cold)
     return 0 if ratio <= 2 else 1
+
+
+# -- (d) cold starts of the deployment package --------------------------------------------------
+@dataclass
+class ColdStarts:
+    zip_bytes: int
+    runtime: str
+    seconds: dict[str, list[float]]
+    cpu_seconds: dict[str, list[float]]
+
+    def median(self, kind: str, cpu: bool = False) -> float:
+        return statistics.median((self.cpu_seconds if cpu else self.seconds)[kind])
+
+    def ratio(self, kind: str, cpu: bool = False) -> float:
+        return self.median(kind, cpu) / self.median("baseline", cpu)
+
+
+def cold_starts(zip_path: Path, runtime_python: str, endpoint: str) -> ColdStarts:
+    """COLD_RUNS fresh processes each of the baseline, the API function and the authorizer, interleaved."""
+    events = {
+        "baseline": {"table": TABLE, "key": {"pk": {"S": "TEAM#acme"}, "sk": {"S": "USER#alice"}}},
+        "api": http_event(
+            "POST",
+            "/v1/teams/acme/users/alice/jira/proxy",
+            "/v1/teams/{team}/users/{user}/jira/proxy",
+            {"team": "acme", "user": "alice"},
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+            body=json.dumps({"method": "GET", "path": "/rest/api/2/myself"}),
+            authorizer={"principalId": "bench", "team": ""},
+        ),
+        "authorizer": token_event(f"Bearer {API_KEY}", "POST", "/v1/teams/acme/users/alice/jira/proxy"),
+    }
+    env = lambda_environment("dev", "jira-oauth-broker-bench", endpoint, TABLE, "jira-oauth-broker/local")
+    version = subprocess.run(
+        [
+            runtime_python,
+            "-c",
+            "import sys, boto3; print(f'python {sys.version.split()[0]}, boto3 {boto3.__version__}')",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    seconds: dict[str, list[float]] = {kind: [] for kind in events}
+    cpu_seconds: dict[str, list[float]] = {kind: [] for kind in events}
+    with unpacked(zip_path) as task_root, tempfile.TemporaryDirectory() as work:
+        files = {}
+        for kind, event in events.items():
+            files[kind] = Path(work) / f"{kind}.json"
+            files[kind].write_text(json.dumps(event))
+        script = str(ROOT / "scripts" / "coldstart.py")
+        for _ in range(COLD_RUNS):
+            for kind in events:
+                command = [runtime_python, "-B", "-s", script, kind, str(task_root), str(files[kind])]
+                done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise SystemExit(f"cold start {kind} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+                timed = json.loads(done.stdout.strip().splitlines()[-1])
+                seconds[kind].append(timed["seconds"])
+                cpu_seconds[kind].append(timed["cpu_seconds"])
+    return ColdStarts(zip_path.stat().st_size, version, seconds, cpu_seconds)
+
+
+def _report_cold(cold: ColdStarts) -> None:
+    def verdict(value: float, target: float, unit: str = "") -> str:
+        return f"target <= {target:g}{unit}: {'met' if value <= target else 'MISSED'}"
+
+    size_mb = cold.zip_bytes / 1e6
+    print(
+        f"(d) cold starts of the package ({cold.runtime}; median of {COLD_RUNS} fresh processes each, "
+        f"wall clock, CPU time in brackets): baseline (import boto3, one GetItem) "
+        f"{cold.median('baseline') * 1e3:.0f} ms [{cold.median('baseline', cpu=True) * 1e3:.0f} ms]"
+    )
+    for kind, label in (("api", "API function, first proxied call"), ("authorizer", "authorizer, first key check")):
+        ratio = cold.ratio(kind)
+        print(
+            f"    {label}: {cold.median(kind) * 1e3:.0f} ms [{cold.median(kind, cpu=True) * 1e3:.0f} ms], "
+            f"ratio {ratio:.2f} [{cold.ratio(kind, cpu=True):.2f}] ({verdict(ratio, COLD_TARGETS[kind])})"
+        )
+    print(f"    deployment.zip: {size_mb:.1f} MB ({verdict(size_mb, ZIP_TARGET_MB, ' MB')})")
 
 
 def _measure(

@@ -47,13 +47,25 @@ from scripts.local_aws import TEMPLATE
 
 
 def gateway_responses() -> dict[str, dict[str, Any]]:
-    """The template's Gateway Responses by ResponseType."""
-    resources = json.loads(TEMPLATE.read_text())["Resources"]
-    return {
-        r["Properties"]["ResponseType"]: r["Properties"]
-        for r in resources.values()
-        if r.get("Type") == "AWS::ApiGateway::GatewayResponse"
-    }
+    """The template's Gateway Responses by ResponseType, each as API Gateway holds it.
+
+    They live in the SAM API's ``GatewayResponses`` (``Resources.RestAPI.Properties``), headers under
+    ``ResponseParameters.Headers``; each comes back with ``ResponseType``, ``StatusCode`` (when set),
+    ``ResponseTemplates`` and ``ResponseParameters`` keyed ``gatewayresponse.header.<name>``.
+    """
+    api = json.loads(TEMPLATE.read_text())["Resources"]["RestAPI"]["Properties"]
+    responses: dict[str, dict[str, Any]] = {}
+    for kind, response in api["GatewayResponses"].items():
+        headers = response.get("ResponseParameters", {}).get("Headers", {})
+        props: dict[str, Any] = {
+            "ResponseType": kind,
+            "ResponseParameters": {f"gatewayresponse.header.{name}": value for name, value in headers.items()},
+            "ResponseTemplates": response["ResponseTemplates"],
+        }
+        if "StatusCode" in response:
+            props["StatusCode"] = str(response["StatusCode"])
+        responses[kind] = props
+    return responses
 
 
 def response_type(error: LocalGatewayException) -> str:

@@ -77,6 +77,22 @@ def test_stages_use_their_policy_files_and_settings() -> None:
         assert functions["api_key_auth"]["iam_policy_file"] == f"policy-authorizer-{stage}.json"
         assert functions["api_handler"]["lambda_timeout"] < 29  # API Gateway's limit
         assert config_["environment_variables"]["BROKER_TABLE"] == f"jira-oauth-broker-{stage}"
+        # No reserved concurrency by default: Lambda keeps 100 unreserved per account and new accounts often
+        # have low quotas, so a reservation can fail a first deploy. The template's ReservedConcurrency sets it.
+        assert "reserved_concurrency" not in config_
+        assert all("reserved_concurrency" not in function for function in functions.values())
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_reserved_concurrency_comes_from_a_parameter_defaulting_to_none(stage: str) -> None:
+    template = render(stage)
+    parameter = template["Parameters"]["ReservedConcurrency"]  # type: ignore[index]
+    assert parameter["Default"] == 0 and parameter["MinValue"] == 0
+    for function in ("APIHandler", "ApiKeyAuth"):
+        concurrency = template["Resources"][function]["Properties"]["ReservedConcurrentExecutions"]  # type: ignore[index]
+        assert concurrency == {
+            "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+        }
 
 
 @pytest.fixture

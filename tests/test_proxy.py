@@ -143,7 +143,8 @@ def test_jira_status_and_redirects_are_returned_not_followed(connected: Broker, 
 
 
 def test_binary_answers_pass_through(connected: Broker) -> None:
-    answer = _proxy(connected, method="GET", path="/rest/fake/binary")
+    request = {"method": "GET", "path": "/rest/fake/binary"}
+    answer = connected.call("POST", PROXY, request, headers={"Accept": "image/png"})  # tests/test_binary_answers.py
     assert answer.status == 200 and answer.headers["Content-Type"] == "image/png" and answer.body == FAKE_PNG
 
 
@@ -411,5 +412,5 @@ def test_binary_answers_need_a_matching_accept(connected: Broker) -> None:
     answer = connected.call(
         "POST", PROXY, {"method": "GET", "path": "/rest/fake/binary"}, headers={"Accept": "application/json"}
     )
-    assert answer.status == 400 and answer.error_code == "bad_request"
-    assert "Accept" in answer.json["error"]["message"]
+    assert answer.status == 406 and answer.error_code == "binary_accept_required"
+    assert "Accept: image/png" in answer.json["error"]["message"]

@@ -7,8 +7,9 @@ unpacking sets new ones, so they would be stale at once. Hash-based ones in ``un
 are used as they are, whatever the file times (the zip is immutable once deployed).
 
 The interpreter running this script compiles the bytecode, so it must be the runtime's version
-(python3.11, as ``runtime`` in the template): it refuses any other. The zip is rewritten in place,
-entries in a stable order with fixed times, so the same sources give the same bytes.
+(python3.11, as ``runtime`` in the template): it refuses any other. ``--runtime 3.12`` names another
+expected version (``scripts/runtime_compare.py`` builds a package per runtime). The zip is rewritten in
+place, entries in a stable order with fixed times, so the same sources give the same bytes.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ RUNTIME = (3, 11)
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def add_bytecode(zip_path: Path) -> tuple[int, int]:
-    """Rewrite ``zip_path`` with ``__pycache__/*.cpython-311.pyc`` beside every module; returns sizes before/after."""
-    if sys.version_info[:2] != RUNTIME:
+def add_bytecode(zip_path: Path, runtime: tuple[int, int] = RUNTIME) -> tuple[int, int]:
+    """Rewrite ``zip_path`` with ``__pycache__/*.cpython-3XY.pyc`` (``runtime``'s; 311) beside every module.
+
+    Returns the sizes before/after. Refuses unless this interpreter is ``runtime``'s version.
+    """
+    if sys.version_info[:2] != runtime:
         raise SystemExit(
-            f"compile with python{RUNTIME[0]}.{RUNTIME[1]} (the Lambda runtime), not {sys.version.split()[0]}"
+            f"compile with python{runtime[0]}.{runtime[1]} (the Lambda runtime), not {sys.version.split()[0]}"
         )
     before = zip_path.stat().st_size
     with tempfile.TemporaryDirectory() as work:
@@ -61,10 +65,16 @@ def add_bytecode(zip_path: Path) -> tuple[int, int]:
 
 
 def main(argv: list[str]) -> int:
+    runtime = RUNTIME
+    if len(argv) == 3 and argv[0] == "--runtime" and argv[1].replace(".", "", 1).isdigit() and "." in argv[1]:
+        major, minor = argv[1].split(".")
+        runtime, argv = (int(major), int(minor)), argv[2:]
     if len(argv) != 1:
-        print("usage: python -m scripts.package_pyc out/STAGE/template/deployment.zip", file=sys.stderr)
+        print(
+            "usage: python -m scripts.package_pyc [--runtime 3.11] out/STAGE/template/deployment.zip", file=sys.stderr
+        )
         return 2
-    before, after = add_bytecode(Path(argv[0]))
+    before, after = add_bytecode(Path(argv[0]), runtime)
     print(f"{argv[0]}: hash-based .pyc added ({before / 1e6:.1f} MB -> {after / 1e6:.1f} MB)")
     return 0
 

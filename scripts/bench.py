@@ -33,7 +33,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -185,13 +186,22 @@ def _connect_alice(broker: str, jira: FakeJira, private_pem: str) -> None:
     browser.get(jira.approve(token, "alice"), timeout=30).raise_for_status()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="make bench: the proxy's speed figures and the package's cold starts")
-    parser.add_argument("--zip", type=Path, help="the deployment package (out/dev/template/deployment.zip)")
-    parser.add_argument("--runtime-python", help="the clean runtime interpreter (.venv-lambda/bin/python)")
-    args = parser.parse_args(argv)
+@dataclass
+class BenchStack:
+    """The local stack the figures are taken on: chalice local's URL, the fake Jira, moto and its counter."""
+
+    broker: str
+    jira: FakeJira
+    dynamodb: Any
+    forwarder: CountingForwarder
+    endpoint: str
+
+
+@contextmanager
+def connected_stack(key: rsa.RSAPrivateKey) -> Iterator[BenchStack]:
+    """moto (behind a counting forwarder), the table and an API key, chalice local, the fake Jira with
+    ``key``'s Application Link, and alice connected; all stopped on exit."""
     use_fake_credentials()
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
@@ -200,9 +210,6 @@ def main(argv: list[str] | None = None) -> int:
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-
-    broker_sign, raw_sign, ratio = signing_ratio(key)
-
     moto, endpoint = start_moto()
     forwarder = CountingForwarder(endpoint)
     threading.Thread(target=forwarder.serve_forever, daemon=True).start()
@@ -219,15 +226,26 @@ def main(argv: list[str] | None = None) -> int:
             jira.add_consumer(CONSUMER_KEY, public_pem)
             jira.add_user("alice", display_name="Alice Example")
             _connect_alice(broker, jira, private_pem)
-            figures = _measure(broker, jira, dynamodb, key, forwarder)
-            cold = None
-            if args.zip and args.runtime_python:  # (d), against the same moto, Jira and connected user
-                cold = cold_starts(args.zip, os.path.abspath(args.runtime_python), endpoint)
+            yield BenchStack(broker, jira, dynamodb, forwarder, endpoint)
         finally:
             child.terminate()
             child.wait(timeout=10)
             forwarder.shutdown()
             moto.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="make bench: the proxy's speed figures and the package's cold starts")
+    parser.add_argument("--zip", type=Path, help="the deployment package (out/dev/template/deployment.zip)")
+    parser.add_argument("--runtime-python", help="the clean runtime interpreter (.venv-lambda/bin/python)")
+    args = parser.parse_args(argv)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    broker_sign, raw_sign, ratio = signing_ratio(key)
+    with connected_stack(key) as stack:
+        figures = _measure(stack.broker, stack.jira, stack.dynamodb, key, stack.forwarder)
+        cold = None
+        if args.zip and args.runtime_python:  # (d), against the same moto, Jira and connected user
+            cold = cold_starts(args.zip, os.path.abspath(args.runtime_python), stack.endpoint)
     _report(broker_sign, raw_sign, ratio, *figures)
     if cold is None:
         print("(d) cold starts: skipped (make bench passes --zip and --runtime-python)")

@@ -31,31 +31,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from chalicelib.apikeys import save_api_key
-from chalicelib.store import Store
-from scripts.bench import (
-    API_KEY,
-    COLD_RUNS,
-    CONSUMER_KEY,
-    ColdStarts,
-    CountingForwarder,
-    _connect_alice,
-    _wait_for,
-    cold_starts,
-)
-from scripts.local_aws import ROOT, create_table, start_moto, use_fake_credentials
-from scripts.run_local import TABLE, start_chalice_local
-from tests.fakejira import FakeJira
-from tests.localstack import free_port
+from scripts.bench import COLD_RUNS, ColdStarts, cold_starts, connected_stack
+from scripts.local_aws import ROOT
 
 PYTHONS = {
     "3.11": "/root/.pyenv/versions/3.11.7/bin/python",
@@ -197,45 +180,14 @@ def prepare(runtime: Runtime) -> str | None:
 
 def measure(runtimes: list[Runtime], passes: int) -> list[tuple[int, Runtime, ColdStarts]]:
     """The bench's (d) set-up (moto, table, API key, fake Jira, alice connected), then cold starts per runtime."""
-    use_fake_credentials()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public_pem = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
     results = []
-    moto, endpoint = start_moto()
-    forwarder = CountingForwarder(endpoint)  # chalice local reaches moto through it, as in the bench
-    threading.Thread(target=forwarder.serve_forever, daemon=True).start()
-    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint)
-    create_table(dynamodb, TABLE)
-    save_api_key(Store(TABLE, client=dynamodb), API_KEY, name="bench")
-    port = free_port()
-    broker = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "AWS_ENDPOINT_URL": forwarder.url, "BROKER_PUBLIC_URL": broker}
-    with open(os.devnull, "w") as quiet, FakeJira(context_path="/jira") as jira:
-        child = start_chalice_local("127.0.0.1", port, env, quiet)
-        try:
-            _wait_for(f"{broker}/health")
-            jira.add_consumer(CONSUMER_KEY, public_pem)
-            jira.add_user("alice", display_name="Alice Example")
-            _connect_alice(broker, jira, private_pem)
-        finally:
-            child.terminate()
-            child.wait(timeout=10)
-        try:
-            for number in range(1, passes + 1):
-                for runtime in runtimes if number % 2 else reversed(runtimes):
-                    print(f"  pass {number}: measuring python{runtime.version}", flush=True)
-                    cold = cold_starts(runtime.zip_path, str(runtime.lambda_python.absolute()), endpoint)
-                    results.append((number, runtime, cold))
-        finally:
-            forwarder.shutdown()
-            moto.stop()
+    with connected_stack(key) as stack:
+        for number in range(1, passes + 1):
+            for runtime in runtimes if number % 2 else reversed(runtimes):
+                print(f"  pass {number}: measuring python{runtime.version}", flush=True)
+                cold = cold_starts(runtime.zip_path, str(runtime.lambda_python.absolute()), stack.endpoint)
+                results.append((number, runtime, cold))
     return results
 
 

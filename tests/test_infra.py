@@ -11,6 +11,7 @@ import boto3
 
 from scripts.chalice_local import gateway_responses
 from scripts.local_aws import ROOT, TEMPLATE
+from scripts.sam_check import ACCESS_LOG_FIELDS
 from tests.conftest import TABLE
 
 CONFIG = ROOT / ".chalice" / "config.json"
@@ -96,17 +97,7 @@ def test_access_log_is_json_by_route_to_the_encrypted_log_group() -> None:
     line = json.loads(setting["Format"])
     assert line["route"] == "$context.resourcePath"
     assert "$context.path" not in setting["Format"]  # connect and setup paths carry link tokens
-    assert set(line.values()) >= {
-        "$context.status",
-        "$context.responseLatency",
-        "$context.integrationLatency",
-        "$context.requestId",
-        "$context.extendedRequestId",
-        "$context.authorizer.principalId",
-        "$context.httpMethod",
-        "$context.identity.sourceIp",
-        "$context.error.responseType",
-    }
+    assert set(line.values()) >= set(ACCESS_LOG_FIELDS)
     assert "${ApiAccessLogGroup}" in setting["DestinationArn"]["Fn::Sub"]
     group = resources["ApiAccessLogGroup"]["Properties"]
     assert group["KmsKeyId"] == {"Fn::GetAtt": ["BrokerKey", "Arn"]} and group["RetentionInDays"] == 365

@@ -23,7 +23,7 @@ from .logs import logger
 from .oauth1 import JiraClient, JiraOAuthError
 from .problems import explain_setup_problem
 from .resources import require_integration, store_for, team_key, vault_for
-from .store import DELETING
+from .store import DELETING, live_integration
 from .urls import check_jira_destination, normalize_base_url, validate_id
 
 _CONSUMER_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -116,7 +116,7 @@ def put_integration(
     consumer_key = _consumer_key(_required_string(body, "consumer_key"))
     user = _optional_user(body.get("user"))
     record = store.get_integration_record(team)  # a half-deleted one too: its version guards the write
-    existing = store.get_integration(team)
+    existing = live_integration(record)
     key, from_pending = _choose_key(body, team, vault, existing)
     check_jira_destination(base_url, settings)
 

@@ -130,7 +130,7 @@ class Store:
     # -- integrations ----------------------------------------------------------
     def get_integration(self, team: str) -> dict[str, Any] | None:
         """The team's live integration; None when there is none or it is being deleted."""
-        return _live(self.get_integration_record(team))
+        return live_integration(self.get_integration_record(team))
 
     def get_integration_record(self, team: str) -> dict[str, Any] | None:
         """The integration item as stored, including one marked ``deleting`` (for put and delete)."""
@@ -213,7 +213,7 @@ class Store:
                 assert item is not None
                 found[item["sk"]] = item
             request = response.get("UnprocessedKeys") or {}
-        return _live(found.get("INTEGRATION")), found.get(f"USER#{user}")
+        return live_integration(found.get("INTEGRATION")), found.get(f"USER#{user}")
 
     def commit_connection(self, team: str, user: str, values: dict[str, Any], *, link_id: str, now: int) -> None:
         """Store a connection, complete its link, and check the integration is still the revision it
@@ -359,7 +359,8 @@ class Store:
         return self._get(f"APIKEY#{key_hash}", "APIKEY")
 
 
-def _live(integration: dict[str, Any] | None) -> dict[str, Any] | None:
+def live_integration(integration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The integration record, unless it is missing or being deleted (then None)."""
     if integration is None or integration.get("status") == DELETING:
         return None
     return integration

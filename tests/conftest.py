@@ -212,6 +212,15 @@ class Broker:
         return request_token_of(answer.headers["Location"])
 
 
+def assert_page(answer: Answer, status: int, code: str | None, *words: str) -> None:
+    """An HTML page with this status and ``X-Broker-Error`` (None: no error), naming every one of ``words``."""
+    assert answer.status == status, answer.body
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert answer.error_code == code
+    for word in words:
+        assert word in answer.text, (word, answer.text)
+
+
 def request_token_of(authorize_url: str) -> str:
     return parse_qs(urlsplit(authorize_url).query)["oauth_token"][0]
 

@@ -14,7 +14,7 @@ from chalicelib import clock, signin
 from chalicelib.errors import BrokerError
 from chalicelib.store import Store
 from tests import faultyaws
-from tests.conftest import PUBLIC_URL, TABLE, Broker, request_token_of
+from tests.conftest import PUBLIC_URL, TABLE, Broker, assert_page, request_token_of
 from tests.fakejira import FakeJira
 
 faulty_aws = faultyaws.faulty_aws
@@ -36,14 +36,6 @@ def _items(store: Store, prefix: str) -> list[dict[str, Any]]:
 def _shift_clock(monkeypatch: pytest.MonkeyPatch, seconds: int) -> None:
     real = time.time
     monkeypatch.setattr(clock, "now", lambda: int(real()) + seconds)
-
-
-def _assert_page(answer: Any, status: int, code: str | None, *words: str) -> None:
-    assert answer.status == status, answer.body
-    assert answer.headers["Content-Type"].startswith("text/html")
-    assert answer.error_code == code
-    for word in words:
-        assert word in answer.text, (word, answer.text)
 
 
 # -- creating links ----------------------------------------------------------------------
@@ -81,7 +73,7 @@ def test_invalid_user_id(team: Broker) -> None:
 def test_user_id_with_at_sign(team: Broker, jira: FakeJira) -> None:
     link = team.connect_link(user="alice%40example.com")
     page = team.browser("GET", link)
-    _assert_page(page, 200, None, "alice@example.com")
+    assert_page(page, 200, None, "alice@example.com")
 
 
 # -- opening a link (GET) ------------------------------------------------------------------
@@ -89,7 +81,7 @@ def test_get_link_names_jira_user_and_team_and_asks_nothing_of_jira(team: Broker
     link = team.connect_link()
     before = boto3.client("dynamodb").scan(TableName=store.table_name)["Items"]
     page = team.browser("GET", link)
-    _assert_page(page, 200, None, "Continue to Jira", "alice", "acme", urlsplit(jira.base_url).netloc)
+    assert_page(page, 200, None, "Continue to Jira", "alice", "acme", urlsplit(jira.base_url).netloc)
     assert jira.requests == []
     assert boto3.client("dynamodb").scan(TableName=store.table_name)["Items"] == before
     csp = page.headers["Content-Security-Policy"]
@@ -100,25 +92,25 @@ def test_get_link_names_jira_user_and_team_and_asks_nothing_of_jira(team: Broker
 def test_forged_link(team: Broker, jira: FakeJira) -> None:
     link = team.connect_link()
     for bad in (link[:-2] + "xx", f"{PUBLIC_URL}/connect/nonsense", link.replace("/connect/", "/connect/A")):
-        _assert_page(team.browser("GET", bad), 404, "link_invalid", "not valid")
-        _assert_page(team.click_continue(bad), 404, "link_invalid")
+        assert_page(team.browser("GET", bad), 404, "link_invalid", "not valid")
+        assert_page(team.click_continue(bad), 404, "link_invalid")
     assert jira.requests == []
 
 
 def test_expired_link(team: Broker, jira: FakeJira, monkeypatch: pytest.MonkeyPatch) -> None:
     link = team.connect_link(expires_in=60)
     _shift_clock(monkeypatch, 61)
-    _assert_page(team.browser("GET", link), 410, "link_expired", "expired", "new link")
-    _assert_page(team.click_continue(link), 410, "link_expired")
+    assert_page(team.browser("GET", link), 410, "link_expired", "expired", "new link")
+    assert_page(team.click_continue(link), 410, "link_expired")
     assert jira.requests == []
 
 
 def test_link_after_integration_deleted_or_changed(team: Broker, jira: FakeJira, private_pem: str) -> None:
     link = team.connect_link()
     assert team.call("DELETE", "/v1/teams/acme/jira").status == 204
-    _assert_page(team.browser("GET", link), 404, "integration_not_found")
+    assert_page(team.browser("GET", link), 404, "integration_not_found")
     assert team.setup(jira, private_pem).status == 201
-    _assert_page(team.browser("GET", link), 410, "link_outdated")
+    assert_page(team.browser("GET", link), 410, "link_outdated")
 
 
 # -- Continue (POST) --------------------------------------------------------------------------
@@ -139,7 +131,7 @@ def test_continue_gets_a_request_token_now_and_redirects_to_jira(team: Broker, j
 def test_cross_site_continue_is_refused(team: Broker, jira: FakeJira) -> None:
     link = team.connect_link()
     for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
-        _assert_page(team.browser("POST", link, headers=headers), 403, "cross_site_request")
+        assert_page(team.browser("POST", link, headers=headers), 403, "cross_site_request")
     assert jira.requests == []
     ok = team.browser("POST", link, headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"})
     assert ok.status == 303
@@ -150,7 +142,7 @@ def test_full_flow_connects_the_user(team: Broker, jira: FakeJira, store: Store)
     link = team.connect_link()
     rt = team.start_dance(link)
     page = team.browser("GET", jira.approve(rt, "alice"))
-    _assert_page(page, 200, None, "Connected as Alice Example", "alice", "acme")
+    assert_page(page, 200, None, "Connected as Alice Example", "alice", "acme")
     answer = team.call("GET", "/v1/teams/acme/users/alice/jira")
     assert answer.status == 200
     assert answer.json["connected"] is True
@@ -183,8 +175,8 @@ def test_link_used_after_completion(connected: Broker, jira: FakeJira) -> None:
     rt = connected.start_dance(link)
     assert connected.browser("GET", jira.approve(rt, "alice")).status == 200
     jira.clear_requests()
-    _assert_page(connected.browser("GET", link), 410, "link_used", "already used")
-    _assert_page(connected.click_continue(link), 410, "link_used")
+    assert_page(connected.browser("GET", link), 410, "link_used", "already used")
+    assert_page(connected.click_continue(link), 410, "link_used")
     assert jira.requests == []
 
 
@@ -192,19 +184,19 @@ def test_callback_replayed(team: Broker, jira: FakeJira) -> None:
     rt = team.start_dance(team.connect_link())
     callback = jira.approve(rt, "alice")
     assert team.browser("GET", callback).status == 200
-    _assert_page(team.browser("GET", callback), 410, "request_token_used", "already used")
+    assert_page(team.browser("GET", callback), 410, "request_token_used", "already used")
 
 
 def test_unknown_and_missing_tokens(team: Broker) -> None:
-    _assert_page(team.browser("GET", "/oauth/callback?oauth_token=nope&oauth_verifier=x"), 404, "request_token_unknown")
-    _assert_page(team.browser("GET", "/oauth/callback"), 400, "missing_oauth_token")
+    assert_page(team.browser("GET", "/oauth/callback?oauth_token=nope&oauth_verifier=x"), 404, "request_token_unknown")
+    assert_page(team.browser("GET", "/oauth/callback"), 400, "missing_oauth_token")
 
 
 def test_expired_request_token(team: Broker, jira: FakeJira, monkeypatch: pytest.MonkeyPatch, store: Store) -> None:
     rt = team.start_dance(team.connect_link())
     callback = jira.approve(rt, "alice")
     _shift_clock(monkeypatch, 601)
-    _assert_page(team.browser("GET", callback), 410, "request_token_expired", "10 minutes")
+    assert_page(team.browser("GET", callback), 410, "request_token_expired", "10 minutes")
     assert store.get_connection("acme", "alice") is None
 
 
@@ -212,7 +204,7 @@ def test_denied(team: Broker, jira: FakeJira, store: Store) -> None:
     link = team.connect_link()
     rt = team.start_dance(link)
     jira.clear_requests()
-    _assert_page(team.browser("GET", jira.deny(rt)), 403, "access_denied", "denied")
+    assert_page(team.browser("GET", jira.deny(rt)), 403, "access_denied", "denied")
     assert store.get_connection("acme", "alice") is None
     assert jira.requests == []  # a denied token is never exchanged
     assert team.browser("GET", link).status == 200  # the link can be tried again
@@ -223,7 +215,7 @@ def test_exchange_failure_names_the_problem(team: Broker, jira: FakeJira, store:
     callback = jira.approve(rt, "alice")
     query = parse_qs(urlsplit(callback).query)
     wrong = f"/oauth/callback?oauth_token={query['oauth_token'][0]}&oauth_verifier=wrong"
-    _assert_page(team.browser("GET", wrong), 422, "token_rejected", "Jira did not accept")
+    assert_page(team.browser("GET", wrong), 422, "token_rejected", "Jira did not accept")
     assert store.get_connection("acme", "alice") is None
 
 
@@ -231,7 +223,7 @@ def test_exchange_when_the_link_was_removed_from_jira(team: Broker, jira: FakeJi
     rt = team.start_dance(team.connect_link())
     callback = jira.approve(rt, "alice")
     jira.remove_consumer("jira-oauth-broker")
-    _assert_page(team.browser("GET", callback), 422, "consumer_key_unknown", "Application link")
+    assert_page(team.browser("GET", callback), 422, "consumer_key_unknown", "Application link")
 
 
 def test_return_to_gets_the_outcome(team: Broker, jira: FakeJira) -> None:

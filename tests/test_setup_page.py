@@ -18,7 +18,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib import clock
 from chalicelib.store import Store
-from tests.conftest import ACME_KEY, API_KEY, CONSUMER_KEY, PUBLIC_URL, Answer, Broker, _pem, request_token_of
+from tests.conftest import (
+    ACME_KEY,
+    API_KEY,
+    CONSUMER_KEY,
+    PUBLIC_URL,
+    Answer,
+    Broker,
+    _pem,
+    assert_page,
+    request_token_of,
+)
 from tests.fakejira import FakeJira
 
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin", "Origin": "null"}
@@ -107,14 +117,6 @@ def _public_key_on(page: str) -> str:
     return match.group(1).replace("&#x27;", "'")
 
 
-def _assert_page(answer: Answer, status: int, code: str | None, *words: str) -> None:
-    assert answer.status == status, answer.body
-    assert answer.headers["Content-Type"].startswith("text/html")
-    assert answer.error_code == code
-    for word in words:
-        assert word in answer.text, (word, answer.text)
-
-
 def _assert_page_headers(answer: Answer) -> None:
     csp = answer.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
@@ -180,7 +182,7 @@ def test_page_walks_through_the_setup_and_changes_nothing(broker: Broker, jira: 
     before = boto3.client("dynamodb").scan(TableName=store.table_name)["Items"]
     secrets_before = _secret_names()
     page = _open(broker, url)
-    _assert_page(
+    assert_page(
         page.answer,
         200,
         None,
@@ -266,13 +268,13 @@ def test_generated_key_then_verify_and_connect(broker: Broker, jira: FakeJira, s
 
     # Jira's Allow page sends the admin back: connected.
     done = broker.browser("GET", jira.approve(request_token_of(location), "alice"))
-    _assert_page(done, 200, None, "Connected as Alice Example", "alice", "acme", urlsplit(jira.base_url).netloc)
+    assert_page(done, 200, None, "Connected as Alice Example", "alice", "acme", urlsplit(jira.base_url).netloc)
     assert broker.call("GET", "/v1/teams/acme/users/alice/jira").json["jira_user"]["name"] == "alice"
 
     # The setup link worked once.
     used = broker.browser("GET", page.url)
-    _assert_page(used, 410, "link_used", "already used", "alice", "acme", urlsplit(jira.base_url).netloc)
-    _assert_page(_post(broker, page, _verify_fields(jira)), 410, "link_used")
+    assert_page(used, 410, "link_used", "already used", "alice", "acme", urlsplit(jira.base_url).netloc)
+    assert_page(_post(broker, page, _verify_fields(jira)), 410, "link_used")
 
 
 def test_generating_again_replaces_the_pending_key(broker: Broker) -> None:
@@ -288,7 +290,7 @@ def test_failure_shows_the_cause_and_keeps_what_was_typed(broker: Broker, jira: 
     page = _open(broker, _setup_link(broker))
     assert _post(broker, page, {"action": "generate"}).status == 303
     answer = _post(broker, page, _verify_fields(jira, consumer_key="not-the-key"))
-    _assert_page(
+    assert_page(
         answer,
         422,
         "consumer_key_unknown",
@@ -309,7 +311,7 @@ def test_failure_shows_the_cause_and_keeps_what_was_typed(broker: Broker, jira: 
 def test_verify_without_any_key(broker: Broker, jira: FakeJira) -> None:
     page = _open(broker, _setup_link(broker))
     answer = _post(broker, page, _verify_fields(jira))
-    _assert_page(answer, 400, "private_key_required", "Generate a key pair in step 1")
+    assert_page(answer, 400, "private_key_required", "Generate a key pair in step 1")
     assert "POST /v1" not in answer.text
     assert jira.requests == []
 
@@ -318,7 +320,7 @@ def test_signature_invalid_with_a_key_jira_does_not_have(broker: Broker, jira: F
     page = _open(broker, _setup_link(broker))
     assert _post(broker, page, {"action": "generate"}).status == 303  # but never given to Jira
     answer = _post(broker, page, _verify_fields(jira))
-    _assert_page(answer, 422, "signature_invalid", "rejected the signature", "public key shown in step 1")
+    assert_page(answer, 422, "signature_invalid", "rejected the signature", "public key shown in step 1")
 
 
 # -- the admin's own key: pasted or uploaded --------------------------------------------------------------
@@ -345,13 +347,13 @@ def test_a_pasted_key_is_never_shown_again(broker: Broker, jira: FakeJira, priva
     page = _open(broker, _setup_link(broker))
     lines = [line for line in private_pem.splitlines() if "-----" not in line]
     failed = _post(broker, page, _verify_fields(jira, consumer_key="nope", private_key=private_pem))
-    _assert_page(failed, 422, "consumer_key_unknown", "was not kept", 'value="nope"')
+    assert_page(failed, 422, "consumer_key_unknown", "was not kept", 'value="nope"')
     assert "<details open><summary>I have a private key" in failed.text
     upload = {"private_key_file": ("k.pem", private_pem.encode())}
     uploaded = _post(broker, page, _verify_fields(jira, consumer_key="nope"), files=upload)
-    _assert_page(uploaded, 422, "consumer_key_unknown", "was not kept")
+    assert_page(uploaded, 422, "consumer_key_unknown", "was not kept")
     garbage = _post(broker, page, _verify_fields(jira, private_key="-----BEGIN PRIVATE KEY-----\nnot-base64-at-all\n"))
-    _assert_page(garbage, 400, "invalid_private_key", "not a readable PEM")
+    assert_page(garbage, 400, "invalid_private_key", "not a readable PEM")
     for answer in (failed, uploaded, garbage):
         assert "not-base64-at-all" not in answer.text
         assert not any(line in answer.text for line in lines)
@@ -362,7 +364,7 @@ def test_a_public_key_pasted_as_private(broker: Broker, jira: FakeJira, rsa_key:
 
     page = _open(broker, _setup_link(broker))
     answer = _post(broker, page, _verify_fields(jira, private_key=public_pem(rsa_key)))
-    _assert_page(answer, 400, "private_key_is_public", "private_key is a public key")
+    assert_page(answer, 400, "private_key_is_public", "private_key is a public key")
 
 
 # -- CSRF and cross-site posts -------------------------------------------------------------------------------
@@ -377,7 +379,7 @@ def test_a_post_without_the_forms_token_is_refused(broker: Broker, jira: FakeJir
         _post(broker, page, fields, cookie="broker_setup_csrf=" + "y" * 43),  # another browser's cookie
     ]
     for answer in attempts:
-        _assert_page(answer, 403, "csrf_token_invalid", "security token", "changed nothing", "alice", "acme")
+        assert_page(answer, 403, "csrf_token_invalid", "security token", "changed nothing", "alice", "acme")
         _assert_page_headers(answer)
     assert not any(name.endswith("/pending-key") for name in _secret_names())
     assert jira.requests == []
@@ -387,14 +389,14 @@ def test_a_cross_site_post_is_refused(broker: Broker, jira: FakeJira) -> None:
     page = _open(broker, _setup_link(broker))
     for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example", "Sec-Fetch-Site": ""}):
         answer = _post(broker, page, {"action": "generate"}, headers=headers)
-        _assert_page(answer, 403, "cross_site_request", "another site", "changed nothing")
+        assert_page(answer, 403, "cross_site_request", "another site", "changed nothing")
     assert not any(name.endswith("/pending-key") for name in _secret_names())
 
 
 def test_unreadable_or_oversized_forms(broker: Broker) -> None:
     page = _open(broker, _setup_link(broker))
     big = _post(broker, page, {"action": "verify", "private_key": "A" * 70_000})
-    _assert_page(big, 413, "body_too_large", "larger than")
+    assert_page(big, 413, "body_too_large", "larger than")
     sent = {"Content-Type": "text/plain", "Cookie": page.cookie, **SAME_ORIGIN}
     response = broker.client.http.request("POST", urlsplit(page.url).path, headers=sent, body=b"action=generate")
     assert response.status_code == 400 and response.headers["X-Broker-Error"] == "invalid_body"
@@ -407,12 +409,12 @@ def test_forged_and_mixed_up_links(broker: Broker, connected: Broker) -> None:
     connect_token = connected.connect_link(user="bob").rsplit("/", 1)[1]
     for bad in (url[:-2] + "xx", f"{PUBLIC_URL}/setup/nonsense", f"{PUBLIC_URL}/setup/{connect_token}"):
         answer = broker.browser("GET", bad)
-        _assert_page(answer, 404, "link_invalid", "This link is not valid", "new setup link")
+        assert_page(answer, 404, "link_invalid", "This link is not valid", "new setup link")
         assert "alice" not in answer.text and "bob" not in answer.text  # a forged link says nothing about anyone
         _assert_page_headers(answer)
-        _assert_page(_post(broker, bad, {"action": "generate"}), 404, "link_invalid")
+        assert_page(_post(broker, bad, {"action": "generate"}), 404, "link_invalid")
     # A setup link is not a connect link either.
-    _assert_page(broker.browser("GET", f"{PUBLIC_URL}/connect/{token}"), 404, "link_invalid")
+    assert_page(broker.browser("GET", f"{PUBLIC_URL}/connect/{token}"), 404, "link_invalid")
 
 
 def test_expired_setup_link_names_the_team_and_user(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -420,7 +422,7 @@ def test_expired_setup_link_names_the_team_and_user(broker: Broker, monkeypatch:
     page = _open(broker, url)
     _shift_clock(monkeypatch, 61)
     for answer in (broker.browser("GET", url), _post(broker, page, {"action": "generate"})):
-        _assert_page(answer, 410, "link_expired", "This link has expired", "carol", "acme", "new setup link")
+        assert_page(answer, 410, "link_expired", "This link has expired", "carol", "acme", "new setup link")
         _assert_page_headers(answer)
 
 
@@ -433,14 +435,14 @@ def test_expired_and_used_connect_links_name_jira_and_user(
     assert connected.browser("GET", jira.approve(rt, "alice")).status == 200
     _shift_clock(monkeypatch, 61)
     expired = connected.browser("GET", link)
-    _assert_page(expired, 410, "link_expired", "This link has expired", "bob", "acme", host, "new link")
+    assert_page(expired, 410, "link_expired", "This link has expired", "bob", "acme", host, "new link")
     _assert_page_headers(expired)
 
 
 def test_existing_integration_is_named_and_kept_by_default(connected: Broker, jira: FakeJira) -> None:
     page = _open(connected, _setup_link(connected))
     host = urlsplit(jira.base_url).netloc
-    _assert_page(page.answer, 200, None, "already has Jira at", host, f'value="{jira.base_url}"')
+    assert_page(page.answer, 200, None, "already has Jira at", host, f'value="{jira.base_url}"')
     # Verify without a new key: the team's current key stays, and so do its connections.
     answer = _post(connected, page, _verify_fields(jira))
     assert answer.status == 303, answer.body
@@ -462,7 +464,7 @@ def test_when_going_on_to_jira_fails_the_admin_gets_the_connect_page(
     assert answer.status == 303 and answer.headers["Location"].startswith(f"{PUBLIC_URL}/connect/")
     assert broker.call("GET", "/v1/teams/acme/jira").status == 200  # the setup itself is saved
     monkeypatch.undo()
-    _assert_page(broker.browser("GET", answer.headers["Location"]), 200, None, "Continue to Jira", "alice")
+    assert_page(broker.browser("GET", answer.headers["Location"]), 200, None, "Continue to Jira", "alice")
 
 
 def test_a_slow_setup_leaves_going_on_to_jira_to_the_connect_page(

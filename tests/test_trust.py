@@ -18,18 +18,10 @@ from chalicelib.config import load_settings
 from chalicelib.errors import BrokerError
 from chalicelib.keys import KeyVault, fingerprint
 from chalicelib.store import Store
-from tests.conftest import CONSUMER_KEY, Answer, Broker, _pem, key_secret_name, public_pem
+from tests.conftest import CONSUMER_KEY, Broker, _pem, assert_page, key_secret_name, public_pem
 from tests.fakejira import FakeJira
 
 PROXY = "/v1/teams/acme/users/{user}/jira/proxy"
-
-
-def _page(answer: Answer, status: int, code: str | None, *words: str) -> None:
-    assert answer.status == status, answer.body
-    assert answer.headers["Content-Type"].startswith("text/html")
-    assert answer.error_code == code
-    for word in words:
-        assert word in answer.text, (word, answer.text)
 
 
 def _exchanges(jira: FakeJira) -> int:
@@ -56,7 +48,9 @@ def test_session_fixation_an_approval_forwarded_to_someone_else_connects_nobody(
     rt = team.start_dance(team.connect_link(user="mallory"))  # mallory's browser clicks Continue
     callback = jira.approve(rt, "alice")  # ...and forwards Jira's Allow page to alice, who approves
     alice = team.other_browser()
-    _page(alice.browser("GET", callback), 403, "signin_other_browser", "mallory", "another browser", "stored nothing")
+    assert_page(
+        alice.browser("GET", callback), 403, "signin_other_browser", "mallory", "another browser", "stored nothing"
+    )
     assert store.get_connection("acme", "mallory") is None
     assert _exchanges(jira) == 0
     proxied = team.call("POST", PROXY.format(user="mallory"), {"method": "GET", "path": "/rest/api/2/myself"})
@@ -70,12 +64,12 @@ def test_a_callback_without_the_cookie_neither_connects_nor_cancels(team: Broker
     rt = team.start_dance(team.connect_link())
     stranger = team.other_browser()
     cancel = stranger.browser("GET", f"/oauth/callback?oauth_token={rt}&oauth_verifier=denied")
-    _page(cancel, 403, "signin_other_browser")
+    assert_page(cancel, 403, "signin_other_browser")
     forged = {**team.cookies, "jira_broker_browser": "A" * 43}  # a well-formed id of another browser
     stranger.cookies = forged
-    _page(stranger.browser("GET", jira.approve(rt, "alice")), 403, "signin_other_browser")
+    assert_page(stranger.browser("GET", jira.approve(rt, "alice")), 403, "signin_other_browser")
     # The person who started it still finishes it.
-    _page(team.browser("GET", jira.approve(rt, "alice")), 200, None, "Connected as Alice Example")
+    assert_page(team.browser("GET", jira.approve(rt, "alice")), 200, None, "Connected as Alice Example")
     assert store.get_connection("acme", "alice") is not None
 
 
@@ -102,9 +96,9 @@ def test_outside_the_local_stage_the_cookie_is_secure_and_host_prefixed(monkeypa
 def test_a_second_sign_in_of_a_used_link_stores_nothing(team: Broker, jira: FakeJira, store: Store) -> None:
     link = team.connect_link()
     first, second = team.start_dance(link), team.start_dance(link)  # Continue clicked twice
-    _page(team.browser("GET", jira.approve(first, "alice")), 200, None, "Connected as Alice Example")
+    assert_page(team.browser("GET", jira.approve(first, "alice")), 200, None, "Connected as Alice Example")
     exchanges = _exchanges(jira)
-    _page(team.browser("GET", jira.approve(second, "carol")), 410, "link_used", "stored nothing")
+    assert_page(team.browser("GET", jira.approve(second, "carol")), 410, "link_used", "stored nothing")
     assert _exchanges(jira) == exchanges  # the used link is seen before asking Jira for a token
     connection = store.get_connection("acme", "alice")
     assert connection is not None and connection["jira_user"]["name"] == "alice"
@@ -122,11 +116,11 @@ def test_the_transaction_refuses_a_link_completed_after_the_check(
     def myself_then_the_other_sign_in_finishes(self: oauth1.JiraClient, token: str, secret: str) -> dict[str, Any]:
         me = real_myself(self, token, secret)
         monkeypatch.setattr(oauth1.JiraClient, "myself", real_myself)
-        _page(team.browser("GET", first_callback), 200, None, "Connected as Alice Example")
+        assert_page(team.browser("GET", first_callback), 200, None, "Connected as Alice Example")
         return me
 
     monkeypatch.setattr(oauth1.JiraClient, "myself", myself_then_the_other_sign_in_finishes)
-    _page(team.browser("GET", jira.approve(second, "carol")), 410, "link_used")
+    assert_page(team.browser("GET", jira.approve(second, "carol")), 410, "link_used")
     connection = store.get_connection("acme", "alice")
     assert connection is not None and connection["jira_user"]["name"] == "alice"
 
@@ -171,7 +165,7 @@ def test_a_team_moved_to_another_jira_during_the_callback_stores_nothing(
         return access
 
     monkeypatch.setattr(oauth1.JiraClient, "access_token", exchange_while_the_admin_moves_the_team)
-    _page(team.browser("GET", callback), 409, "integration_changed", "stored nothing")
+    assert_page(team.browser("GET", callback), 409, "integration_changed", "stored nothing")
     assert store.get_connection("acme", "alice") is None
     other_jira.clear_requests()
     proxied = team.call("POST", PROXY.format(user="alice"), {"method": "GET", "path": "/rest/api/2/myself"})
@@ -271,7 +265,7 @@ def test_an_integration_from_before_versions_and_key_names_still_works_and_moves
 
     store.client.put_item(TableName=store.table_name, Item=to_item({**legacy, "pk": "TEAM#acme", "sk": "INTEGRATION"}))
     rt = broker.start_dance(broker.connect_link())
-    _page(broker.browser("GET", jira.approve(rt, "alice")), 200, None, "Connected as Alice Example")
+    assert_page(broker.browser("GET", jira.approve(rt, "alice")), 200, None, "Connected as Alice Example")
     assert broker.setup(jira, private_pem).status == 200  # replaces the unversioned item
     current = store.get_integration("acme")
     assert current is not None and current["version"] == 1 and current["revision"] == "0123456789abcdef"

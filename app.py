@@ -242,16 +242,25 @@ def start_connect(token: str) -> Response:
 @app.route("/oauth/callback", methods=["GET"], content_types=FORM)
 @page_route
 def oauth_callback() -> Response:
+    """Jira's redirect back after its OAuth 1.0a Allow page: ``oauth_token`` and ``oauth_verifier``."""
+    return _signin_finished("oauth1", ("oauth_token", "oauth_verifier"))
+
+
+@app.route("/oauth2/callback", methods=["GET"], content_types=FORM)
+@page_route
+def oauth2_callback() -> Response:
+    """Jira's redirect back after its OAuth 2.0 consent page: ``code`` and ``state``, or ``error``."""
+    return _signin_finished("oauth2", ("state", "code", "error", "error_description"))
+
+
+def _signin_finished(auth: str, names: tuple[str, ...]) -> Response:
     from chalicelib import browser, pages, signin
     from chalicelib.urls import with_query
     from chalicelib.web import cookie_header, query_param
 
     request = app.current_request
-    outcome = signin.finish(
-        query_param(request, "oauth_token"),
-        query_param(request, "oauth_verifier"),
-        browser.read(cookie_header(request), load_settings()),
-    )
+    answer = {name: query_param(request, name) for name in names}
+    outcome = signin.finish(auth, answer, browser.read(cookie_header(request), load_settings()))
     if outcome.return_to:
         extra = {"jira_error": outcome.error.code} if outcome.result == "error" and outcome.error else {}
         return redirect(with_query(outcome.return_to, jira=outcome.result, **extra))

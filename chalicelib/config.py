@@ -52,6 +52,10 @@ class Settings:
         secret_prefix: prefix of every Secrets Manager name (``BROKER_SECRET_PREFIX``).
         secrets_kms_key: the KMS key new secrets are encrypted with (``BROKER_SECRETS_KMS_KEY``;
             empty: Secrets Manager's default key).
+        tokens_kms_key: the KMS key that seals connection tokens before they are stored
+            (chalicelib/sealing.py): ``BROKER_TOKENS_KMS_KEY``, else ``BROKER_SECRETS_KMS_KEY``
+            (deployed: the stack's BrokerKey), else ``alias/jira-oauth-broker-<stage>``. Values
+            sealed under one key do not open under another: changing it means users connect again.
         public_url: the broker's own public base URL, used for connect links
             and the OAuth callback (``BROKER_PUBLIC_URL``; when empty, the URL
             the request came in on: API Gateway's domain and stage).
@@ -75,6 +79,7 @@ class Settings:
     table_name: str
     secret_prefix: str
     secrets_kms_key: str
+    tokens_kms_key: str
     public_url: str
     return_to_origins: tuple[str, ...]
     allow_http_jira: bool
@@ -93,6 +98,11 @@ class Settings:
         return f"{self.public_url}/oauth/callback"
 
     @property
+    def oauth2_redirect_uri(self) -> str:
+        """The redirect URL an OAuth 2.0 incoming link in Jira must hold, exactly."""
+        return f"{self.public_url}/oauth2/callback"
+
+    @property
     def jira_timeout(self) -> tuple[float, float]:
         return (self.jira_connect_timeout, self.jira_read_timeout)
 
@@ -100,6 +110,14 @@ class Settings:
 def _public_url() -> str:
     configured = os.environ.get("BROKER_PUBLIC_URL", "").strip()
     return (configured or request_public_url.get() or DEFAULT_LOCAL_URL).rstrip("/")
+
+
+def _tokens_kms_key(stage: str) -> str:
+    for name in ("BROKER_TOKENS_KMS_KEY", "BROKER_SECRETS_KMS_KEY"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return f"alias/jira-oauth-broker-{stage}"
 
 
 def load_settings() -> Settings:
@@ -111,6 +129,7 @@ def load_settings() -> Settings:
         table_name=os.environ.get("BROKER_TABLE", "jira-oauth-broker-local"),
         secret_prefix=os.environ.get("BROKER_SECRET_PREFIX", f"jira-oauth-broker/{stage}").rstrip("/"),
         secrets_kms_key=os.environ.get("BROKER_SECRETS_KMS_KEY", "").strip(),
+        tokens_kms_key=_tokens_kms_key(stage),
         public_url=_public_url(),
         return_to_origins=_csv("BROKER_RETURN_TO_ORIGINS"),
         allow_http_jira=_flag("BROKER_ALLOW_HTTP_JIRA", is_local),

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import clock
+from . import clock, observability
 from .config import Settings, load_settings
-from .errors import Gone, InvalidRequest, NotFound
+from .errors import BrokerError, Gone, InvalidRequest, NotFound
 from .links import CONNECT, LinkClaims, new_link_id
 from .logs import logger
 from .pages import Who
@@ -163,6 +163,18 @@ def check_link(token: str, settings: Settings | None = None) -> LinkContext:
 
 def not_connected(team: str, user: str) -> NotFound:
     return NotFound(f"{user} in team {team} has not connected Jira. Send them a connect link.", code="not_connected")
+
+
+def reconnect_error(team: str, user: str, reason: str, settings: Settings, **details: str) -> BrokerError:
+    """401 ``reauthorization_required`` with a fresh connect link for the user to connect again."""
+    observability.count("Reauthorizations")  # Jira dropped the token, or the integration moved on
+    link = create_link(team, user, {}, settings)
+    return BrokerError(
+        f"{reason} Send {user} connect_url to connect again.",
+        code="reauthorization_required",
+        status=401,
+        details={"connect_url": link["url"], "connect_url_expires_at": link["expires_at"], **details},
+    )
 
 
 def current_connection(integration: dict[str, Any] | None, connection: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -143,3 +143,15 @@ class StorageUnavailable(BrokerError):
     default_message = (
         "The broker's storage (AWS DynamoDB / Secrets Manager) did not answer just now. Try again in a few seconds."
     )
+
+
+class SealedValueUnreadable(BrokerError):
+    """500: a stored, sealed credential does not decrypt (altered, copied from another record, or sealed
+    under another key); the user has to connect again. The message never holds the value."""
+
+    code = "sealed_value_unreadable"
+    status = 500
+    default_message = (
+        "The stored Jira credential could not be decrypted (it was altered, or sealed for another record or "
+        "with another key). Connect the Jira account again."
+    )

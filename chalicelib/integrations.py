@@ -7,26 +7,21 @@ Example::
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from . import clock, connect
+from .acting import Proposal, auth_of, check_auth, scheme_class
 from .config import Settings, load_settings
 from .dynamo import ConditionFailed
 from .errors import BrokerError, Conflict, Gone, InvalidRequest
-from .keys import ALLOWED_GENERATED_BITS, KeyVault, fingerprint, generate_private_key, parse_private_key, public_pem
+from .jirasite import JiraSite
+from .keys import ALLOWED_GENERATED_BITS, fingerprint, generate_private_key, public_pem
 from .logs import logger
-from .oauth1 import JiraClient, JiraOAuthError
-from .problems import explain_setup_problem
-from .resources import require_integration, store_for, team_key, vault_for
+from .resources import require_integration, store_for, vault_for
 from .store import DELETING, live_integration
-from .urls import check_jira_destination, normalize_base_url, validate_id
-
-_CONSUMER_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+from .urls import normalize_base_url, validate_id
 
 
 # -- reading the request ---------------------------------------------------------
@@ -36,42 +31,7 @@ def _required_string(body: dict[str, Any], name: str) -> Any:
     return body[name]
 
 
-def _consumer_key(raw: object) -> str:
-    if not isinstance(raw, str) or not _CONSUMER_KEY.match(raw):
-        raise InvalidRequest(
-            "consumer_key must be the Application Link's consumer key: 1 to 255 printable characters, no spaces.",
-            code="invalid_consumer_key",
-        )
-    return raw
-
-
-def _choose_key(
-    body: dict[str, Any], team: str, vault: KeyVault, existing: dict[str, Any] | None
-) -> tuple[rsa.RSAPrivateKey, bool]:
-    """The key to use, and whether it is the team's pending generated key."""
-    if body.get("private_key") not in (None, ""):
-        return parse_private_key(body["private_key"]), False
-    pending = vault.pending_key(team)
-    if pending is not None:
-        return pending, True
-    if existing is not None:
-        return team_key(vault, team, existing), False
-    raise InvalidRequest(
-        f"Send private_key, or first let the broker make a key pair with POST /v1/teams/{team}/jira/key-pair "
-        "and paste its public key into Jira's Application Link.",
-        code="private_key_required",
-    )
-
-
-# -- proving the configuration against Jira -----------------------------------------
-def _prove(jira: JiraClient, consumer_key: str, settings: Settings) -> None:
-    try:
-        jira.request_token(settings.callback_url)
-    except JiraOAuthError as error:
-        raise explain_setup_problem(error, jira) from None
-
-
-def _server_info(jira: JiraClient) -> tuple[dict[str, Any], list[dict[str, str]]]:
+def _server_info(jira: JiraSite) -> tuple[dict[str, Any], list[dict[str, str]]]:
     try:
         info = jira.server_info()
     except BrokerError as error:
@@ -111,39 +71,36 @@ def put_integration(
         Conflict: 409 ``integration_changed`` when another write of the team's integration won meanwhile.
     """
     settings = settings or load_settings()
-    store, vault = store_for(settings), vault_for(settings)
+    store = store_for(settings)
     base_url = normalize_base_url(_required_string(body, "base_url"))
-    consumer_key = _consumer_key(_required_string(body, "consumer_key"))
+    auth = check_auth(body.get("auth"))
     user = _optional_user(body.get("user"))
     record = store.get_integration_record(team)  # a half-deleted one too: its version guards the write
     existing = live_integration(record)
-    key, from_pending = _choose_key(body, team, vault, existing)
-    check_jira_destination(base_url, settings)
-
-    jira = JiraClient(base_url, consumer_key, key, timeout=settings.jira_timeout, deadline=settings.jira_call_seconds)
-    _prove(jira, consumer_key, settings)
-    server, warnings = _server_info(jira)
+    scheme = scheme_class(auth)
+    same_auth = existing if existing is not None and auth_of(existing) == auth else None
+    proposal = scheme.propose(team, base_url, body, same_auth, settings)
+    server, warnings = _server_info(proposal.site)
 
     now = clock.now()
-    same_site = existing is not None and (existing["base_url"], existing["consumer_key"]) == (base_url, consumer_key)
+    # Jira binds tokens to its link (Application Link, or OAuth 2.0 client): the same link keeps the
+    # revision and so the connections; another site, link or OAuth version starts a new one.
+    same_link = same_auth is not None and scheme.link_of(same_auth) == proposal.link
     integration = {
         "team": team,
+        "auth": auth,
         "base_url": base_url,
-        "consumer_key": consumer_key,
-        "public_key": public_pem(key),
-        "public_key_fingerprint": fingerprint(key),
+        **proposal.fields,
         "version": int((record or {}).get("version") or 0) + 1,
-        # Jira binds access tokens to the Application Link, not to its key: a new key for the same
-        # site and consumer keeps connections; another site or consumer starts a new revision.
-        "revision": existing["revision"] if same_site and existing else secrets.token_hex(8),
+        "revision": existing["revision"] if same_link and existing else secrets.token_hex(8),
         "server": server,
         "warnings": warnings,
         "created_at": existing["created_at"] if existing else now,
         "updated_at": now,
     }
-    _commit(team, integration, key, record, settings, from_pending=from_pending, complete_link=complete_link)
-    logger.info("integration saved", extra={"team": team, "jira_host": jira.host, "is_new": existing is None})
-    result = represent(integration)
+    _commit(team, integration, proposal, record, settings, complete_link=complete_link)
+    logger.info("integration saved", extra={"team": team, "jira_host": proposal.site.host, "is_new": existing is None})
+    result = represent(integration, settings)
     if user is not None:
         link = connect.create_link(team, user, {}, settings)
         result["connect_url"], result["connect_url_expires_at"] = link["url"], link["expires_at"]
@@ -153,24 +110,24 @@ def put_integration(
 def _commit(
     team: str,
     integration: dict[str, Any],
-    key: rsa.RSAPrivateKey,
+    proposal: Proposal,
     record: dict[str, Any] | None,
     settings: Settings,
     *,
-    from_pending: bool,
     complete_link: str | None,
 ) -> None:
     """Store a proved integration so that a failure at any step leaves a consistent state.
 
-    1. The key goes to its own secret, named by its fingerprint: the key in use is untouched.
+    1. The credential (private key or client secret) goes to its own secret, named by its
+       fingerprint or hash: the one in use is untouched.
     2. The integration is written, conditional on the version read (and completing the setup
        link, if any). Until this step nothing the broker uses has changed; if it fails, the new
        key's secret is removed again (unless the winning write uses the same key).
     3. Then only clean-up, each step safe to fail: the pending key, connections of an older
-       revision (never used again anyway: the revision no longer matches), the old key's secret.
+       revision (never used again anyway: the revision no longer matches), the old credential's secret.
     """
     store, vault = store_for(settings), vault_for(settings)
-    integration["key_secret"] = vault.put_team_key(team, key)
+    integration["key_secret"] = proposal.store_credential()
     expected = int(record.get("version") or 0) if record else None
     try:
         store.save_integration(team, integration, expected_version=expected, complete_link=complete_link)
@@ -182,19 +139,19 @@ def _commit(
         raise
     # The integration is saved: from here on, only clean-up. Its failure must not turn a done change
     # into an error answer; what it leaves is never used (another revision, a key nothing names).
-    if from_pending:
-        _clean_up(team, "pending key", vault.delete_pending_key, team)
+    for what, step in proposal.after_save:
+        _clean_up(team, what, step)
     if record is None or record.get("revision") != integration["revision"] or record.get("status") == DELETING:
         revision = integration["revision"]
-        _clean_up(team, "connections of older revisions", lambda t: store.delete_connections_not_of(t, revision), team)
+        _clean_up(team, "connections of older revisions", lambda: store.delete_connections_not_of(team, revision))
     old_secret = (record or {}).get("key_secret") or (vault.team_key_name(team) if record else None)
     if old_secret and old_secret != integration["key_secret"]:
-        _clean_up(team, "replaced key", vault.delete_key, old_secret)
+        _clean_up(team, "replaced credential", lambda: vault.delete_key(old_secret))
 
 
-def _clean_up(team: str, what: str, step: Callable[[str], object], argument: str) -> None:
+def _clean_up(team: str, what: str, step: Callable[[], object]) -> None:
     try:
-        step(argument)
+        step()
     except Exception:  # noqa: BLE001 - logged; the change itself is saved and consistent
         logger.exception("clean-up after an integration write failed", extra={"team": team, "what": what})
 
@@ -227,14 +184,14 @@ def _optional_user(raw: object) -> str | None:
     return validate_id("user", raw)
 
 
-def represent(integration: dict[str, Any]) -> dict[str, Any]:
-    """The integration as callers see it: never the private key."""
+def represent(integration: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The integration as callers see it: never the private key or client secret."""
+    auth = auth_of(integration)
     return {
         "team": integration["team"],
+        "auth": auth,
         "base_url": integration["base_url"],
-        "consumer_key": integration["consumer_key"],
-        "public_key": integration["public_key"],
-        "public_key_fingerprint": integration["public_key_fingerprint"],
+        **scheme_class(auth).describe(integration, settings),
         "jira": integration.get("server", {}),
         "warnings": integration.get("warnings", []),
         "created_at": clock.iso(integration["created_at"]),
@@ -244,7 +201,7 @@ def represent(integration: dict[str, Any]) -> dict[str, Any]:
 
 def get_integration(team: str, settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or load_settings()
-    return represent(require_integration(store_for(settings), team))
+    return represent(require_integration(store_for(settings), team), settings)
 
 
 def delete_integration(team: str, settings: Settings | None = None) -> None:

@@ -201,6 +201,30 @@ class KeyVault:
         _loaded_keys.put(team, expected_fingerprint, key)
         return key
 
+    # -- OAuth 2.0 client secrets ---------------------------------------------
+    def client_secret_name(self, team: str, client_id: str, secret: str) -> str:
+        """Each client id and secret pair has its own name (a hash, never the secret), as keys do:
+        storing a new secret never changes the one in use."""
+        digest = hashlib.sha256(f"{client_id}\0{secret}".encode()).hexdigest()[:40]
+        return f"{self._team_prefix(team)}/clients/{digest}"
+
+    def put_client_secret(self, team: str, client_id: str, secret: str) -> str:
+        """Keep an OAuth 2.0 client secret; returns its name, for the integration record."""
+        name = self.client_secret_name(team, client_id, secret)
+        self._put(name, secret)
+        _client_secrets[name] = secret
+        return name
+
+    def client_secret(self, name: str) -> str | None:
+        """The secret kept under ``name``; cached warm (a name's value never changes: it is its hash)."""
+        cached = _client_secrets.get(name)
+        if cached is not None:
+            return cached
+        value = self._get(name)
+        if value is not None:
+            _client_secrets[name] = value
+        return value
+
     def put_pending_key(self, team: str, key: rsa.RSAPrivateKey) -> None:
         self._put(self.pending_key_name(team), private_pem(key))
 
@@ -314,3 +338,4 @@ class _LoadedKeyCache:
 
 
 _loaded_keys = _LoadedKeyCache()
+_client_secrets: dict[str, str] = {}  # by secret name; each name holds one value for good

@@ -2,11 +2,12 @@
 
 ``chalice local --stage local`` gets a whole broker with no other command and no AWS account:
 fake credentials, an AWS stand-in (``AWS_ENDPOINT_URL`` if set; else the moto of a running
-``make run``; else an embedded moto in this process), the table, a service API key printed
-once, and the public URL of the port it serves. ``chalice local`` in another stage (``dev``, its
-default) says which AWS account's table it uses, or refuses at start when botocore finds no
-credentials. Every stage gets scripts/chalice_local.py's API Gateway manners (the error envelope,
-401 for a header that is no Bearer key, TCP_NODELAY, a redacted access log).
+``make run``; else an embedded moto in this process), the table, the KMS key that seals the
+stored tokens, a service API key printed once, and the public URL of the port it serves.
+``chalice local`` in another stage (``dev``, its default) says which AWS account's table it
+uses, or refuses at start when botocore finds no credentials. Every stage gets
+scripts/chalice_local.py's API Gateway manners (the error envelope, 401 for a header that is
+no Bearer key, TCP_NODELAY, a redacted access log).
 
 Nothing happens anywhere else: not in a Lambda, not under pytest or Chalice's test client, not
 under ``chalice package`` or ``make run`` (its runner did all of it already). The local-only
@@ -60,7 +61,7 @@ def prepare_chalice_local(argv: list[str] | None = None) -> None:
         return
     settings = load_settings()  # chalice local copied the stage's environment_variables in already
     if settings.is_local:
-        _serve_locally(args["host"], args["port"], settings.table_name)
+        _serve_locally(args["host"], args["port"], settings.table_name, settings.stage)
     else:
         _check_aws_credentials(settings.stage, settings.table_name)
     from scripts.chalice_local import emulate_api_gateway  # a checkout's scripts/: chalice local runs in it
@@ -68,7 +69,7 @@ def prepare_chalice_local(argv: list[str] | None = None) -> None:
     emulate_api_gateway()  # in every stage: the envelope, the 401, TCP_NODELAY, a redacted access log
 
 
-def _serve_locally(host: str, port: int, table: str) -> None:
+def _serve_locally(host: str, port: int, table: str, stage: str) -> None:
     from scripts import local_aws  # a checkout's scripts/ (never packaged); moto is imported only there
 
     if local_aws.port_in_use(host, port):
@@ -90,6 +91,7 @@ def _serve_locally(host: str, port: int, table: str) -> None:
     url = os.environ.setdefault("BROKER_PUBLIC_URL", f"http://{public_host}:{port}")
     print(f"jira-oauth-broker: local stage on {what} at {endpoint}, fake credentials; serving {url}", flush=True)
     local_aws.create_table(boto3.client("dynamodb", endpoint_url=endpoint), table, exist_ok=True)
+    local_aws.create_kms_key(boto3.client("kms", endpoint_url=endpoint), stage, exist_ok=True)
     # Named apart from make run's "local" key: both may live on one moto (scripts.apikeys list tells them apart).
     local_aws.show_api_key(local_aws.register_api_key(endpoint, table, name=f"chalice-local-{port}"))
 

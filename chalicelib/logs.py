@@ -1,8 +1,8 @@
 """Logging: Powertools' structured Logger, with every secret scrubbed before it is written.
 
 The broker never logs a secret on purpose; :func:`redact` is the safety net
-for what libraries, exceptions and access logs print (URLs with ``oauth_token``,
-connect links, ``Authorization`` headers, PEM blocks). It runs over each whole
+for what libraries, exceptions and access logs print (URLs with ``oauth_token`` or an
+OAuth 2.0 ``code`` and ``state``, connect links, ``Authorization`` headers, PEM blocks). It runs over each whole
 JSON log line, so extra fields and tracebacks are covered as well as messages.
 
 Example::
@@ -34,6 +34,13 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
             r"(oauth_(?:token|token_secret|verifier|session_handle|signature)"
             r"(?:=|%3D|%253D|\"?\s*[:=]\s*\"?))([^&\s\"',%]+|%[^&\s\"']*?(?=%26|%2526|&|\"|'|\s|$))"
         ),
+        r"\1[redacted]",
+    ),
+    # OAuth 2.0: the callback's code and state in a query string; tokens, secret and PKCE verifier as
+    # query/form parameters or JSON fields (the bare word ``code`` elsewhere is an error code: kept).
+    (re.compile(r"([?&](?:code|state)=)[^&\s\"']+"), r"\1[redacted]"),
+    (
+        re.compile(r"((?:access_token|refresh_token|client_secret|code_verifier)(?:=|%3D|\"?\s*:\s*\"))([^&\s\"',]+)"),
         r"\1[redacted]",
     ),
     # The sign-in's browser id and the setup page's CSRF token, in Cookie / Set-Cookie headers.

@@ -22,26 +22,25 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from oauthlib.oauth1 import SIGNATURE_RSA, SIGNATURE_TYPE_AUTH_HEADER, Client
 
 from . import observability
-from .deadline import Deadline, deadline_of
-from .errors import BrokerError, InvalidRequest, JiraBadResponse, JiraRejected
-from .jirahttp import read_capped, session_for, timed_out, translating
+from .deadline import deadline_of
+from .errors import BrokerError, InvalidRequest, JiraBadResponse
+from .jirahttp import translating
+from .jirasite import FORM_CONTENT_TYPE, MYSELF_PATH, JiraSite, UserRequest, unexpected_status
 from .logs import logger, redact
 
 REQUEST_TOKEN_PATH = "/plugins/servlet/oauth/request-token"  # noqa: S105 - a path, not a secret
 AUTHORIZE_PATH = "/plugins/servlet/oauth/authorize"
 ACCESS_TOKEN_PATH = "/plugins/servlet/oauth/access-token"  # noqa: S105 - a path, not a secret
-SERVER_INFO_PATH = "/rest/api/2/serverInfo"
-MYSELF_PATH = "/rest/api/2/myself"
 REQUEST_TOKEN_LIFETIME = 600  # Jira's request tokens live 10 minutes
-DENIED = "denied"
-FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"  # the oauth_verifier Jira sends when the user clicks Deny
+DENIED = "denied"  # the oauth_verifier Jira sends when the user clicks Deny
+__all__ = ["FORM_CONTENT_TYPE", "UserRequest"]  # re-exported: their home is jirasite
 
 
 @dataclass(frozen=True)
@@ -58,16 +57,6 @@ class AccessToken:
     expires_in: int | None
     session_handle: str | None
     authorization_expires_in: int | None
-
-
-@dataclass(frozen=True)
-class UserRequest:
-    """A request to send as a user: ``path`` is relative to the base URL and may carry an encoded query."""
-
-    method: str
-    path: str
-    body: bytes | str | None = None
-    headers: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -140,13 +129,8 @@ def _int_or_none(value: str | None) -> int | None:
         return None
 
 
-class JiraClient:
-    """Talks OAuth 1.0a (RSA-SHA1) to one Jira as one Application Link.
-
-    ``timeout`` is ``requests``' per-operation (connect, read) timeout; ``deadline`` is the
-    most seconds one call may take in all, body included (default: the two timeouts added),
-    or less when the current request's budget (:func:`chalicelib.deadline.start_request`) ends sooner.
-    """
+class JiraClient(JiraSite):
+    """Talks OAuth 1.0a (RSA-SHA1) to one Jira as one Application Link (HTTP and deadlines: :class:`JiraSite`)."""
 
     def __init__(
         self,
@@ -158,16 +142,9 @@ class JiraClient:
         deadline: float | None = None,
         session: requests.Session | None = None,
     ) -> None:
-        self.base_url = base_url
+        super().__init__(base_url, timeout=timeout, deadline=deadline, session=session)
         self.consumer_key = consumer_key
         self._private_key = private_key
-        self.timeout = timeout
-        self.deadline = deadline if deadline is not None else timeout[0] + timeout[1]
-        self.session = session or session_for(base_url)
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.base_url).netloc
 
     def _header(
         self, method: str, url: str, *, form: str | None = None, timestamp: str | None = None, **oauth: str
@@ -220,8 +197,7 @@ class JiraClient:
         is sent is exactly what was signed. JSON and other bodies are never part of
         an OAuth 1.0a signature (RFC 5849).
         """
-        request = requests.Request(method, self.base_url + path, data=data, headers=headers)
-        prepared = self.session.prepare_request(request)
+        prepared = self.prepare_plain(method, path, data=data, headers=headers)
         if oauth is not None:
             is_form = FORM_CONTENT_TYPE in (headers or {}).get("Content-Type", "")
             form = data if isinstance(data, str) and is_form else None
@@ -245,39 +221,6 @@ class JiraClient:
     ) -> requests.Response:
         """Prepare, sign (with ``oauth``) and send one bodiless request to Jira (the dance's calls)."""
         return self.send_prepared(self.prepare(method, path, oauth=oauth, headers=headers))
-
-    def send_prepared(self, prepared: requests.PreparedRequest, *, stream: bool = False) -> requests.Response:
-        """Send a prepared request within one total deadline; failures become broker errors naming the host.
-
-        The deadline covers the body too: read here, or with ``stream`` by :meth:`read_body`. A
-        streamed response keeps it armed until the body is read to its end or the response is
-        closed, and at the latest until it passes (see :mod:`chalicelib.deadline`).
-        """
-        call = Deadline(self.deadline)
-        if call.remaining() <= 0:
-            raise observability.jira_failed(timed_out(self.host, call))  # the budget is spent: do not even connect
-        with observability.jira_call() as seen, translating(self.host, call, self.timeout):
-            with call.running():
-                response = self.session.send(
-                    prepared, timeout=call.cap(self.timeout), allow_redirects=False, stream=stream
-                )
-        seen.answered(response)
-        return response
-
-    def read_body(self, response: requests.Response, limit: int) -> bytes:
-        """A streamed response's body (:meth:`call_as`), read within the deadline of the call that sent it.
-
-        Raises :class:`JiraBadResponse` ``response_too_large`` past ``limit`` bytes, ``jira_bad_response``
-        when Jira stops part-way, and :class:`JiraTimeout` when the deadline passes. Closes the response.
-        """
-        call = deadline_of(response)
-        try:
-            with observability.jira_reading(), translating(self.host, call, self.timeout, reading=True):
-                return read_capped(response, limit, self.host)
-        finally:
-            response.close()
-            if call is not None:
-                call.close()
 
     # -- the dance -----------------------------------------------------------
     def request_token(self, callback_url: str) -> RequestToken:
@@ -319,14 +262,7 @@ class JiraClient:
         oauth = {"resource_owner_key": access_token, "resource_owner_secret": token_secret}
         response = self.send("GET", MYSELF_PATH, oauth=oauth, headers={"Accept": "application/json"})
         self._raise_for_oauth(response, MYSELF_PATH)
-        return self._json(response, MYSELF_PATH)
-
-    def server_info(self) -> dict[str, Any]:
-        """``GET /rest/api/2/serverInfo``, which Jira answers without authentication."""
-        response = self.send("GET", SERVER_INFO_PATH, headers={"Accept": "application/json"})
-        if response.status_code != 200:
-            raise JiraBadResponse(f"{self.host} answered HTTP {response.status_code} for {SERVER_INFO_PATH}.")
-        return self._json(response, SERVER_INFO_PATH)
+        return self.json_object(response, MYSELF_PATH)
 
     # -- acting as a user -------------------------------------------------------
     def call_as(
@@ -372,18 +308,6 @@ class JiraClient:
         return self._header(method, url, form=form, timestamp=timestamp, **oauth), int(timestamp)
 
     # -- answers ---------------------------------------------------------------
-    def _json(self, response: requests.Response, path: str) -> dict[str, Any]:
-        # Jira sometimes answers 200 with an empty body when authentication failed (JRA-41559).
-        reason = response.headers.get("X-Seraph-LoginReason", "")
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            hint = " (Jira reports AUTHENTICATED_FAILED)" if "FAILED" in reason else ""
-            raise JiraBadResponse(f"{self.host} answered {path} without a JSON object{hint}.")
-        return body
-
     def _raise_for_oauth(self, response: requests.Response, path: str) -> None:
         if response.status_code == 200:
             return
@@ -397,25 +321,7 @@ class JiraClient:
                     extra={"jira_host": self.host, "path": path, "jira_base_string": redact(base_string)},
                 )
             raise JiraOAuthError(problem, f"Jira refused the call to {path} with oauth_problem={problem.problem}.")
-        raise _unexpected_status(self.host, path, response)
-
-
-def _unexpected_status(host: str, path: str, response: requests.Response) -> BrokerError:
-    status = response.status_code
-    if status == 404:
-        return JiraRejected(
-            f"{host} answered 404 for {path}. Check that base_url is Jira's base URL, including any "
-            "context path (such as https://host/jira), and that OAuth is enabled.",
-            code="jira_oauth_not_found",
-        )
-    if status in (301, 302, 303, 307, 308):
-        target = urlsplit(response.headers.get("Location", "")).netloc or "another address"
-        return JiraRejected(
-            f"{host} redirected {path} to {target}. Use the address Jira redirects to as base_url "
-            "(often https instead of http, or a different host or context path).",
-            code="jira_redirected",
-        )
-    return JiraBadResponse(f"{host} answered HTTP {status} for {path}, which the broker did not expect.")
+        raise unexpected_status(self.host, path, response)
 
 
 def clock_skew(problem: OAuthProblem, now: float | None = None) -> int | None:

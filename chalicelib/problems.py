@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .errors import BrokerError, Gone, JiraRejected
 from .oauth1 import JiraClient, JiraOAuthError, OAuthProblem, clock_skew
+from .oauth2 import JiraOAuth2Client, OAuth2Error
 
 
 def explain_setup_problem(error: JiraOAuthError, jira: JiraClient) -> BrokerError:
@@ -96,3 +97,52 @@ def explain_exchange_problem(error: JiraOAuthError, jira: JiraClient) -> BrokerE
             code=name,
         )
     return explain_setup_problem(error, jira)
+
+
+# -- OAuth 2.0 ----------------------------------------------------------------------------------
+def explain_client_refusal(error: OAuth2Error, jira: JiraOAuth2Client) -> BrokerError:
+    """Jira's token endpoint refused the client id and secret (setup, or any later grant): for the admin.
+
+    Jira answers ``invalid_client`` alike for an unknown client id and for a wrong secret, as RFC 6749
+    5.2 has it, so one message names both causes.
+    """
+    if error.error == "invalid_client":
+        return JiraRejected(
+            f"Jira at {jira.host} does not accept client id '{jira.client_id}' with this client secret: no incoming "
+            "OAuth 2.0 link has that client id, or the secret is not the link's. In Jira, open Administration > "
+            "Applications > Application links, edit the External application (Incoming) link, and copy its client "
+            "id and client secret again.",
+            code="oauth2_client_rejected",
+            details={"oauth2_error": error.error},
+        )
+    return JiraRejected(
+        f"Jira at {jira.host} refused the broker's token request with error={error.error}"
+        + (f" ({error.description})" if error.description else "")
+        + ".",
+        code="jira_oauth2_error",
+        details={"oauth2_error": error.error},
+    )
+
+
+def explain_code_refusal(error: OAuth2Error, jira: JiraOAuth2Client) -> BrokerError:
+    """What went wrong exchanging the authorization code, for the user's page."""
+    if error.error == "invalid_grant":
+        return JiraRejected(
+            "Jira did not accept the sign-in's authorization code: it was already used, it expired (Jira's codes "
+            "live 10 seconds), or the incoming link's redirect URL is not exactly the broker's. Open your connect "
+            "link again; if it happens again, ask your Jira admin to check the link's redirect URL.",
+            code="authorization_code_rejected",
+            details={"oauth2_error": error.error},
+        )
+    return explain_client_refusal(error, jira)
+
+
+def oauth2_not_available(jira: JiraOAuth2Client, version: str | None) -> BrokerError:
+    """Jira answered 404 on its token endpoint: no OAuth 2.0 provider there."""
+    running = f" (it reports version {version})" if version else ""
+    return JiraRejected(
+        f"Jira at {jira.host} has no OAuth 2.0 provider at {jira.base_url}/rest/oauth2/latest/token{running}. "
+        "OAuth 2.0 incoming links need Jira Data Center 8.22 or later; on an older Jira use auth 'oauth1' with an "
+        "Application Link. Also check that base_url includes any context path (such as /jira).",
+        code="oauth2_not_available",
+    )

@@ -1,13 +1,14 @@
 """Acting as a connected user: the signing proxy and the sign endpoint.
 
-The caller never holds the team's private key. The broker signs as the
-user (RSA-SHA1, in the Authorization header), sends the request to the
-team's own Jira only, and hands back Jira's answer as it is.
+The caller never holds the team's credentials or the user's tokens. The broker
+acts as the user through :mod:`chalicelib.acting` (an RSA-SHA1 signature for OAuth 1.0a,
+a Bearer token for OAuth 2.0), sends the request to the team's own Jira only, and hands
+back Jira's answer as it is.
 
 One proxied call costs one DynamoDB read (integration and connection in one
-BatchGetItem), no Secrets Manager call once the container is warm (the
-loaded key is cached by fingerprint), one RSA signature and one pooled HTTP
-request to Jira.
+BatchGetItem), no Secrets Manager or KMS call once the container is warm (the loaded
+key, the client secret and the token data key are cached), and one pooled HTTP request
+to Jira.
 
 Example::
 
@@ -21,11 +22,10 @@ from typing import Any
 
 import requests
 
-from . import clock, connect, observability
+from . import clock
+from .acting import Acting, acting_as
 from .config import Settings, load_settings
-from .errors import BrokerError
-from .logs import logger
-from .oauth1 import TIMESTAMP_WINDOW, JiraClient, OAuthProblem, UserRequest
+from .jirasite import UserRequest
 from .proxy_input import (  # noqa: F401 - re-exported: proxy.py's names for the input checks
     MAX_BODY_BYTES,
     METHODS,
@@ -38,8 +38,7 @@ from .proxy_input import (  # noqa: F401 - re-exported: proxy.py's names for the
     query_string,
     sign_form,
 )
-from .resources import integration_not_found, jira_for, store_for, team_key, vault_for
-from .urls import check_jira_destination_cached
+from .resources import store_for
 
 # What comes back from Jira besides status and body; never Set-Cookie.
 RETURNED_RESPONSE_HEADERS = (
@@ -58,7 +57,6 @@ RETURNED_RESPONSE_HEADERS = (
 )
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # with MAX_BODY_BYTES (proxy_input): Lambda's 6 MB, base64 included
 LAST_USED_EVERY = 60  # seconds: a connection's last_used_at is written at most this often
-TOKEN_PROBLEMS = {"token_rejected", "token_expired", "token_revoked"}
 
 
 @dataclass(frozen=True)
@@ -68,57 +66,6 @@ class Upstream:
     status: int
     headers: dict[str, str]
     body: bytes
-
-
-# -- acting as the user ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Acting:
-    """What acting as a user needs: the integration, the connection and a signing Jira client."""
-
-    team: str
-    user: str
-    integration: dict[str, Any]
-    connection: dict[str, Any]
-    jira: JiraClient
-
-    @property
-    def credentials(self) -> tuple[str, str]:
-        """The user's access token and its secret."""
-        return self.connection["access_token"], self.connection.get("token_secret", "")
-
-
-def acting_as(team: str, user: str, settings: Settings) -> Acting:
-    """One DynamoDB read, and the key from the warm cache. 404s when not set up or not connected."""
-    integration, stored = store_for(settings).get_integration_and_connection(team, user)
-    if integration is None:
-        raise integration_not_found(team)
-    if stored is None:
-        raise connect.not_connected(team, user)
-    connection = connect.current_connection(integration, stored)
-    if connection is None:  # made for another Jira site or Application Link: its token never goes anywhere
-        store_for(settings).delete_connection(team, user, revision=stored.get("revision") or "")
-        raise reconnect_error(
-            team,
-            user,
-            f"{user}'s connection was made before team {team}'s Jira integration moved to another Jira site or "
-            "Application Link, so it is no longer used.",
-            settings,
-        )
-    check_jira_destination_cached(integration["base_url"], settings)  # DNS may have changed since setup
-    key = team_key(vault_for(settings), team, integration)
-    return Acting(team, user, integration, connection, jira_for(integration, key, settings))
-
-
-def reconnect_error(team: str, user: str, reason: str, settings: Settings, **details: str) -> BrokerError:
-    """401 ``reauthorization_required`` with a fresh connect link for the user to connect again."""
-    observability.count("Reauthorizations")  # Jira dropped the token, or the integration moved on
-    link = connect.create_link(team, user, {}, settings)
-    return BrokerError(
-        f"{reason} Send {user} connect_url to connect again.",
-        code="reauthorization_required",
-        status=401,
-        details={"connect_url": link["url"], "connect_url_expires_at": link["expires_at"], **details},
-    )
 
 
 def _touch(acting: Acting, settings: Settings) -> None:
@@ -138,13 +85,10 @@ def proxy_call(team: str, user: str, request: dict[str, Any], settings: Settings
     body = _body(request, headers)
     acting = acting_as(team, user, settings)
     target = f"{path}?{query}" if query else path
-    response, problem = acting.jira.call_as(*acting.credentials, UserRequest(method, target, body, headers))
-    if problem is not None:
-        response.close()
-        raise _problem_error(problem, acting, settings)
+    response = acting.auth.send(UserRequest(method, target, body, headers))
     _touch(acting, settings)
     return Upstream(
-        response.status_code, _returned_headers(response), acting.jira.read_body(response, MAX_RESPONSE_BYTES)
+        response.status_code, _returned_headers(response), acting.auth.read_body(response, MAX_RESPONSE_BYTES)
     )
 
 
@@ -152,39 +96,18 @@ def _returned_headers(response: requests.Response) -> dict[str, str]:
     return {name: response.headers[name] for name in RETURNED_RESPONSE_HEADERS if name in response.headers}
 
 
-def _problem_error(problem: OAuthProblem, acting: Acting, settings: Settings) -> BrokerError:
-    """Map Jira's oauth_problem on a REST call to what the caller can do about it."""
-    name, host = problem.problem, acting.jira.host
-    if name in TOKEN_PROBLEMS:
-        store_for(settings).delete_connection(acting.team, acting.user, revision=acting.connection["revision"])
-        logger.info("connection dropped by jira", extra={"team": acting.team, "user": acting.user, "problem": name})
-        reason = f"Jira at {host} no longer accepts {acting.user}'s authorization ({name})."
-        return reconnect_error(acting.team, acting.user, reason, settings, oauth_problem=name)
-    causes = {
-        "signature_invalid": "Jira rejected the broker's signature: the Application Link's public key no longer "
-        "matches the team's key, or Jira's base URL changed",
-        "consumer_key_unknown": "Jira no longer has the Application Link with the team's consumer key",
-        "consumer_key_rejected": "Jira rejected the team's consumer key",
-        "timestamp_refused": "Jira refused the timestamp even after correcting for its clock",
-    }
-    cause = causes.get(name, f"Jira refused the OAuth signature with oauth_problem={name}")
-    return BrokerError(
-        f"{cause}. An admin must fix the integration (PUT /v1/teams/{acting.team}/jira); "
-        f"{acting.user}'s connection is kept.",
-        code="integration_broken",
-        status=502,
-        details={"oauth_problem": name},
-    )
-
-
 # -- the sign endpoint ---------------------------------------------------------------------
 def sign(team: str, user: str, request: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
-    """An Authorization header for a request the caller sends to Jira itself (large attachments)."""
+    """An Authorization header for a request the caller sends to Jira itself (large attachments).
+
+    OAuth 1.0a: a signature for exactly this request, valid about 5 minutes. OAuth 2.0: the user's
+    current access token (a short-lived credential that works for any request until ``expires_at``).
+    """
     settings = settings or load_settings()
     method = _method(request.get("method"))
     form = sign_form(request.get("form"))
     acting = acting_as(team, user, settings)
     url = _url_under_base(request.get("url"), acting.integration["base_url"])
-    header, timestamp = acting.jira.authorization(*acting.credentials, method, url, form)
+    signed = acting.auth.authorization(method, url, form)
     _touch(acting, settings)
-    return {"authorization": header, "expires_at": clock.iso(timestamp + TIMESTAMP_WINDOW)}
+    return signed

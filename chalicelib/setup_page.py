@@ -1,5 +1,12 @@
-"""The admin's setup page: the key pair, Jira's Application Link screens, Jira's address, then
-Verify and connect; on the shared template of :mod:`pages` (its copy button is the one script).
+"""The admin's setup page, on the shared template of :mod:`pages` (its copy button is the one script).
+
+The admin chooses how the broker signs in to Jira, each way with its own form (both work without
+JavaScript: each choice is a ``<details>``, opened by the server where it matters):
+
+- OAuth 2.0 (Jira Data Center 8.22+): Jira's External application → Incoming link, then the client ID,
+  secret and scopes (:mod:`setup_page_oauth2`).
+- OAuth 1.0a Application Link (any Jira Server/Data Center): the key pair, Jira's Application Link
+  screens, Jira's address and the consumer key.
 
 Example::
 
@@ -16,6 +23,7 @@ from chalice import Response
 
 from .errors import BrokerError
 from .pages import render, who_line
+from .setup_page_oauth2 import OAuth2View, oauth2_part
 
 APPLICATION_NAME = "Jira OAuth broker"
 
@@ -28,7 +36,18 @@ _SETUP_NEXT_STEP = {
     "jira_timeout": "Check that Jira is up, then try again.",
     "jira_tls_error": "Jira's HTTPS certificate must be valid and trusted; check the base URL and the certificate.",
     "invalid_base_url": "Type the address people open Jira at, such as https://jira.example.com.",
+    "oauth2_client_rejected": "Open the incoming link in Jira (Administration > Applications > Application "
+    "links) and copy its client ID and client secret again, whole; check that the base URL is that Jira's.",
+    "oauth2_not_available": "OAuth 2.0 needs Jira Data Center 8.22 or later. On an older Jira, choose the OAuth "
+    "1.0a Application Link instead. Also check that the base URL includes Jira's context path, if it has one.",
+    "invalid_scopes": "Tick at least one scope: the same ones as on Jira's incoming link.",
+    "invalid_client_id": "Copy the client ID from Jira's incoming link again, without spaces.",
+    "invalid_client_secret": "Copy the client secret from Jira's incoming link again, without spaces.",
 }
+
+OAUTH1, OAUTH2 = "oauth1", "oauth2"
+OAUTH2_CHOICE = "OAuth 2.0 (Jira Data Center 8.22 or later, recommended by Atlassian)"
+OAUTH1_CHOICE = "OAuth 1.0a Application Link (any Jira Server/Data Center; also the choice for Jira before 8.22)"
 
 
 @dataclass(frozen=True)
@@ -42,7 +61,10 @@ class SetupView:
     expires_at: int
     broker_url: str  # the Application URL the admin gives Jira
     consumer_key: str
+    oauth2: OAuth2View
     base_url: str = ""
+    chosen: str | None = None  # the way shown open: "oauth1", "oauth2", or None (the admin picks)
+    current_auth: str | None = None  # the team's integration's OAuth version, when it has one
     public_key: str | None = None  # the generated (pending) key pair's public half
     fingerprint: str | None = None
     current_host: str | None = None  # the team's integration, when it has one
@@ -77,6 +99,11 @@ def _problem(view: SetupView) -> str:
             if view.key_dropped
             else ""
         )
+        + (
+            "<p>For your safety the client secret you sent was not kept: type it again.</p>"
+            if view.oauth2.secret_dropped
+            else ""
+        )
         + f"<p><small>Error code: <code>{escape(error.code)}</code>. Nothing was saved.</small></p></div>"
     )
     return html
@@ -103,10 +130,10 @@ def _key_step(view: SetupView) -> str:
         )
     own_open = " open" if view.key_dropped else ""
     return (
-        "<section aria-labelledby=step-key id=key><h2 id=step-key>1. The key</h2>"
+        "<section aria-labelledby=step-key id=key><h3 id=step-key>1. The key</h3>"
         "<p>Jira checks every request the broker sends against the public half of a key pair. The private half "
         "must stay secret: never paste it into a chat.</p>"
-        "<h3>Generate a key pair here <span class=tag>recommended</span></h3>"
+        "<h4>Generate a key pair here <span class=tag>recommended</span></h4>"
         f"{generated}"
         # The own-key fields belong to the main form below (form=setup-form), not to the generate form.
         f"<details{own_open}><summary>I have a private key</summary>"
@@ -144,7 +171,7 @@ def _jira_steps(view: SetupView) -> str:
         "line. Click <strong>Continue</strong>.</li>"
     )
     return (
-        "<section aria-labelledby=step-jira><h2 id=step-jira>2. Create the Application Link in Jira</h2>"
+        "<section aria-labelledby=step-jira><h3 id=step-jira>2. Create the Application Link in Jira</h3>"
         "<p>As a Jira administrator, create a link with these values:</p>"
         "<dl>"
         f"<dt>Application URL</dt><dd><code id=broker-url>{escape(view.broker_url)}</code> "
@@ -160,7 +187,7 @@ def _jira_steps(view: SetupView) -> str:
         f"{_OPEN_APPLINKS}"
         "<li>Click <strong>Create link</strong>. Choose <strong>Atlassian product</strong> (some versions call it "
         "<strong>Direct application link</strong>), not <strong>External application</strong>: that makes an "
-        "OAuth 2.0 link, which the broker does not use.</li>"
+        "OAuth 2.0 link (for that, choose OAuth 2.0 above instead).</li>"
         "<li>Paste the Application URL into <strong>Application URL</strong> and click <strong>Continue</strong>."
         f"</li>{common}</ol></details>"
         "<details><summary>Jira 8: the Application links page has a URL box and a <em>Create new link</em> button"
@@ -175,7 +202,7 @@ def _jira_steps(view: SetupView) -> str:
 
 def _where_step(view: SetupView) -> str:
     return (
-        "<section aria-labelledby=step-where><h2 id=step-where>3. Where Jira is</h2>"
+        "<section aria-labelledby=step-where><h3 id=step-where>3. Where Jira is</h3>"
         "<label for=base-url>Jira base URL</label>"
         f'<input id=base-url name=base_url type=url required inputmode=url autocomplete=url value="'
         f'{escape(view.base_url)}" placeholder="https://jira.example.com" aria-describedby=base-url-hint>'
@@ -190,27 +217,77 @@ def _where_step(view: SetupView) -> str:
     )
 
 
-def setup_page(view: SetupView, *, headers: dict[str, str] | None = None) -> Response:
-    """The setup link's page: the key, Jira's screens, Jira's address, then Verify and connect."""
-    current = ""
-    if view.current_host:
-        current = (
-            f"<p class='notice info'>Team <strong>{escape(view.team)}</strong> already has Jira at "
-            f"<strong>{escape(view.current_host)}</strong> set up (consumer key "
-            f"<code>{escape(view.current_consumer_key or '')}</code>). Verifying again replaces that setup; a "
-            "different base URL or consumer key disconnects every user of the team.</p>"
+def _current(view: SetupView) -> str:
+    if not view.current_host:
+        return ""
+    team, host = escape(view.team), escape(view.current_host)
+    if view.current_auth == OAUTH2:
+        scopes = ", ".join(view.oauth2.current_scopes)
+        return (
+            f"<p class='notice info'>Team <strong>{team}</strong> already has Jira at <strong>{host}</strong> set "
+            f"up with OAuth 2.0 (client ID <code>{escape(view.oauth2.current_client_id or '')}</code>, scopes "
+            f"{escape(scopes)}). Verifying again replaces that setup; a different base URL, client ID or OAuth "
+            "version disconnects every user of the team.</p>"
         )
+    return (
+        f"<p class='notice info'>Team <strong>{team}</strong> already has Jira at <strong>{host}</strong> set up "
+        f"with an OAuth 1.0a Application Link (consumer key <code>{escape(view.current_consumer_key or '')}</code>). "
+        "Verifying again replaces that setup; a different base URL, consumer key or OAuth version disconnects every "
+        "user of the team.</p>"
+    )
+
+
+def _which(view: SetupView) -> str:
+    return (
+        "<section aria-labelledby=choose><h2 id=choose>Choose how the broker signs in to Jira</h2>"
+        "<p>Both ways let the broker act in Jira as each user who connects, and only after that user allows it. "
+        "Which to choose:</p><ul>"
+        "<li><strong>OAuth 2.0</strong> wherever Jira is Data Center 8.22 or later. Atlassian marks OAuth 1.0a "
+        "deprecated and recommends OAuth 2.0; each user's access token expires (after an hour) and the broker "
+        "refreshes it; the scopes you pick limit what the broker can do.</li>"
+        "<li><strong>OAuth 1.0a</strong> on a Jira older than 8.22, or where you already have an Application Link "
+        "for the broker. Since 8.22, creating one needs <em>Atlassian product</em> (or <em>Direct application "
+        "link</em>), not <em>External application</em>.</li></ul>"
+        "<p class=hint>Not sure which Jira you have? The version is at the bottom of every Jira page and under "
+        "Administration &rsaquo; System &rsaquo; System info. If Jira has no OAuth 2.0, verifying says so and "
+        "changes nothing.</p></section>"
+    )
+
+
+def _choice(view: SetupView, way: str, summary: str, content: str) -> str:
+    opened = " open" if view.chosen == way else ""
+    # One name: a browser that supports it keeps one way open at a time; without that, both may be open.
+    return f"<details class=choice name=auth-choice id={way}{opened}><summary>{summary}</summary>{content}</details>"
+
+
+def _oauth1(view: SetupView) -> str:
+    return (
+        f"{_key_step(view)}"
+        f'<form id=setup-form method=post action="{escape(view.action)}" enctype=multipart/form-data>'
+        f"{_hidden(view, 'verify')}<input type=hidden name=auth value=oauth1>{_jira_steps(view)}{_where_step(view)}"
+        "<section aria-labelledby=step-verify><h3 id=step-verify>4. Verify and connect</h3>"
+        "<p>The broker asks Jira for a token with this key. Nothing is saved unless Jira accepts. Then you continue "
+        f"to Jira to allow access to your own account ({escape(view.user)}).</p>"
+        "<button type=submit>Verify and connect</button></section></form>"
+    )
+
+
+def setup_page(view: SetupView, *, headers: dict[str, str] | None = None) -> Response:
+    """The setup link's page: which way to choose, then each way's steps and its own Verify and connect."""
+    oauth2 = oauth2_part(
+        view.oauth2,
+        action=view.action,
+        hidden=_hidden(view, "verify"),
+        base_url=view.base_url,
+        application_name=APPLICATION_NAME,
+    )
     body = (
         f"<p>You are setting up Jira for team <strong>{escape(view.team)}</strong>. When Jira accepts the setup, "
         f"you go on to connect your own Jira account, as <strong>{escape(view.user)}</strong>.</p>"
         f"{who_line(view.current_host, view.team, view.user)}"
-        f"{_problem(view)}{current}{_key_step(view)}"
-        f'<form id=setup-form method=post action="{escape(view.action)}" enctype=multipart/form-data>'
-        f"{_hidden(view, 'verify')}{_jira_steps(view)}{_where_step(view)}"
-        "<section aria-labelledby=step-verify><h2 id=step-verify>4. Verify and connect</h2>"
-        "<p>The broker asks Jira for a token with this key. Nothing is saved unless Jira accepts. Then you continue "
-        f"to Jira to allow access to your own account ({escape(view.user)}).</p>"
-        "<button type=submit>Verify and connect</button></section></form>"
+        f"{_problem(view)}{_current(view)}{_which(view)}"
+        f"{_choice(view, OAUTH2, OAUTH2_CHOICE, oauth2)}"
+        f"{_choice(view, OAUTH1, OAUTH1_CHOICE, _oauth1(view))}"
         f"<p><small>This setup link works once, until {_until(view.expires_at)}. Don't forward it: whoever "
         "holds it can set up the team's Jira.</small></p>"
     )

@@ -1,17 +1,22 @@
 """Signing a user in to Jira: the Continue click and Jira's callback.
 
-1. The person clicks Continue on their connect link: :func:`start` gets a request token
-   from Jira *now* (Jira's 10-minute lifetime starts at the click), binds the pending
-   sign-in to this browser (see :mod:`browser`) and returns Jira's authorize URL.
+1. The person clicks Continue on their connect link: :func:`start` begins the team's
+   sign-in (:mod:`acting`'s scheme: an OAuth 1.0a request token from Jira *now*, or an
+   OAuth 2.0 ``state`` and PKCE verifier), binds the pending sign-in to this browser (see
+   :mod:`browser`) and returns Jira's authorize URL.
 2. Jira sends the browser back: :func:`finish` completes only in the browser that
-   started, consumes the request token exactly once, exchanges it, asks Jira who
-   approved, and stores the connection in one transaction that also completes the link
-   and checks the integration is still the revision the sign-in began under.
+   started, consumes the pending sign-in (request token or ``state``) exactly once,
+   exchanges what Jira sent at once, asks Jira who approved, and stores the connection
+   (its tokens sealed) in one transaction that also completes the link and checks the
+   integration is still the revision the sign-in began under.
 
 What a failure at each step of :func:`finish` leaves: another browser, an unknown or
 used token: nothing changed (the sign-in can still be finished where it started). After
 the token is consumed: the link stays open, so the person can start again. The final
 transaction: all of it or nothing.
+
+A ``state`` is a pending sign-in's handle exactly as a request token is: random, single-use,
+stored only as a hash, bound to the link and the browser.
 
 Example::
 
@@ -25,14 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import browser, clock, observability
+from .acting import Finished, Scheme, auth_of, scheme_class, scheme_for
 from .config import Settings, load_settings
 from .connect import check_link, integration_gone
+from .connection_tokens import ConnectionTokens
 from .dynamo import ConditionFailed
-from .errors import BrokerError, Conflict, Forbidden, Gone, InvalidRequest
+from .errors import BrokerError, Conflict, Forbidden, Gone, InvalidRequest, NotFound
 from .logs import logger
-from .oauth1 import DENIED, REQUEST_TOKEN_LIFETIME, AccessToken, JiraOAuthError
-from .problems import explain_exchange_problem, explain_setup_problem
-from .resources import jira_for, store_for, team_key, vault_for
+from .resources import store_for
+from .sealing import sealer_for
 from .store import COMPLETED
 from .urls import check_jira_destination, host_label
 
@@ -59,66 +65,73 @@ class Outcome:
 
 
 def start(token: str, browser_id: str | None, settings: Settings | None = None) -> Started:
-    """Check the link again, get a request token from Jira, remember it bound to this browser."""
+    """Check the link again, begin the team's sign-in with Jira, remember it bound to this browser."""
     settings = settings or load_settings()
     context = check_link(token, settings)
     claims, integration = context.claims, context.integration
     check_jira_destination(integration["base_url"], settings)  # the host's addresses may have changed
-    jira = jira_for(integration, team_key(vault_for(settings), claims.team, integration), settings)
-    try:
-        request_token = jira.request_token(settings.callback_url)
-    except JiraOAuthError as error:
-        raise explain_setup_problem(error, jira) from None
+    scheme = scheme_for(integration, settings)
+    begun = scheme.begin(claims.team, claims.user)
     browser_id = browser_id or browser.new_browser_id()
     now = clock.now()
     store_for(settings).put_pending(
-        request_token.token,
+        begun.handle,
         {
+            **begun.pending,
+            "auth": scheme.name,
             "team": claims.team,
             "user": claims.user,
             "link_id": claims.link_id,
             "revision": integration["revision"],
             "browser": browser.binding(browser_id),
-            "token_secret": request_token.secret,
             "return_to": context.link.get("return_to"),
             "created_at": now,
-            "expires_at": now + REQUEST_TOKEN_LIFETIME,
-            "ttl": now + REQUEST_TOKEN_LIFETIME + 3600,
+            "expires_at": now + begun.lifetime,
+            "ttl": now + begun.lifetime + 3600,
         },
     )
-    logger.info("authorization started", extra={"team": claims.team, "user": claims.user, "jira_host": jira.host})
-    return Started(jira.authorize_url(request_token.token), browser_id)
+    host = host_label(integration["base_url"])
+    logger.info("authorization started", extra={"team": claims.team, "user": claims.user, "jira_host": host})
+    return Started(begun.authorize_url, browser_id)
 
 
 def finish(
-    oauth_token: str | None, oauth_verifier: str | None, browser_id: str | None, settings: Settings | None = None
+    auth: str,
+    answer: dict[str, str | None],
+    browser_id: str | None,
+    settings: Settings | None = None,
 ) -> Outcome:
-    """Handle Jira's redirect back in the browser that started the sign-in.
+    """Handle Jira's redirect back (its query parameters, ``answer``) in the browser that started the sign-in.
 
-    Raises a :class:`BrokerError` when the request token is missing, unknown, was
-    started in another browser (403 ``signin_other_browser``, nothing consumed),
-    replayed or expired; every later failure is an :class:`Outcome` with
-    ``result="error"`` so it can go back to ``return_to``.
+    ``auth`` is the callback's OAuth version: the sign-in is named by its ``callback_handle``
+    (``oauth_token`` or ``state``). Raises a :class:`BrokerError` when that is missing, unknown,
+    was started in another browser (403 ``signin_other_browser``, nothing consumed), replayed or
+    expired; every later failure is an :class:`Outcome` with ``result="error"`` so it can go
+    back to ``return_to``.
     """
     settings = settings or load_settings()
-    if not oauth_token:
-        raise InvalidRequest(
-            "Jira's answer is missing oauth_token. Open your connect link again and click Continue.",
-            code="missing_oauth_token",
-        )
+    handle = answer.get(scheme_class(auth).callback_handle)
+    if not handle:
+        raise _missing_handle(auth)
     store = store_for(settings)
-    _check_same_browser(store.get_pending(oauth_token), browser_id)
-    pending = store.consume_pending(oauth_token, clock.now())
+    pending = store.get_pending(handle)
+    if str(pending.get("auth") or "oauth1") != auth:  # a handle of the other OAuth version's callback
+        raise NotFound(
+            "This answer from Jira does not match any sign-in the broker started.", code="request_token_unknown"
+        )
+    _check_same_browser(pending, browser_id)
+    pending = store.consume_pending(handle, clock.now())
     team, user = pending["team"], pending["user"]
     integration = store.get_integration(team)
     host = host_label(integration["base_url"]) if integration else "Jira"
     outcome = Outcome("error", team, user, host, return_to=pending.get("return_to"))
-    if oauth_verifier == DENIED:
+    scheme = scheme_for(integration, settings) if integration and auth_of(integration) == auth else None
+    if scheme is not None and scheme.denied(answer):
         logger.info("authorization denied by the user", extra={"team": team, "user": user})
         outcome.result = "denied"
         return outcome
     try:
-        outcome.jira_user = _connect(pending, integration, oauth_token, oauth_verifier, settings)
+        outcome.jira_user = _connect(pending, integration, scheme, answer, settings)
     except BrokerError as error:
         logger.info("authorization failed", extra={"team": team, "user": user, "code": error.code})
         outcome.error = error
@@ -127,6 +140,14 @@ def finish(
         return outcome
     outcome.result = "connected"
     return outcome
+
+
+def _missing_handle(auth: str) -> InvalidRequest:
+    name = scheme_class(auth).callback_handle
+    return InvalidRequest(
+        f"Jira's answer is missing {name}. Open your connect link again and click Continue.",
+        code=f"missing_{name}",
+    )
 
 
 def _check_same_browser(pending: dict[str, Any], browser_id: str | None) -> None:
@@ -145,52 +166,34 @@ def _check_same_browser(pending: dict[str, Any], browser_id: str | None) -> None
 def _connect(
     pending: dict[str, Any],
     integration: dict[str, Any] | None,
-    oauth_token: str,
-    oauth_verifier: str | None,
+    scheme: Scheme | None,
+    answer: dict[str, str | None],
     settings: Settings,
 ) -> dict[str, Any]:
-    """Exchange the approved request token and store the connection; returns who approved in Jira."""
+    """Exchange what Jira sent back and store the connection; returns who approved in Jira."""
     team, user = pending["team"], pending["user"]
-    if not oauth_verifier:
-        raise InvalidRequest(
-            "Jira's answer is missing oauth_verifier. Open your connect link again.", code="missing_oauth_verifier"
-        )
     if integration is None:
         raise integration_gone(team)
-    if integration["revision"] != pending.get("revision"):
+    if scheme is None or integration["revision"] != pending.get("revision"):
         raise _integration_changed(team)
     link = store_for(settings).get_link(pending["link_id"])
     if link is None or link.get("status") == COMPLETED:  # no exchange for a link another sign-in used
         raise _link_used(user, team)
-    jira = jira_for(integration, team_key(vault_for(settings), team, integration), settings)
-    try:
-        access = jira.access_token(oauth_token, pending.get("token_secret", ""), oauth_verifier)
-        me = jira.myself(access.token, access.secret)
-    except JiraOAuthError as error:
-        raise explain_exchange_problem(error, jira) from None
-    jira_user = {
-        "name": me.get("name"),
-        "key": me.get("key"),
-        "display_name": me.get("displayName"),
-        "email": me.get("emailAddress"),
-    }
-    _store_connection(pending, access, jira_user, settings)
-    logger.info("user connected", extra={"team": team, "user": user, "jira_user": jira_user["name"]})
-    return jira_user
+    finished = scheme.finish(pending, answer)
+    _store_connection(pending, finished, scheme.name, settings)
+    logger.info("user connected", extra={"team": team, "user": user, "jira_user": finished.jira_user.get("name")})
+    return finished.jira_user
 
 
-def _store_connection(
-    pending: dict[str, Any], access: AccessToken, jira_user: dict[str, Any], settings: Settings
-) -> None:
+def _store_connection(pending: dict[str, Any], finished: Finished, auth: str, settings: Settings) -> None:
     """One transaction: complete the link, check the integration's revision, put the connection."""
     team, user, now = pending["team"], pending["user"], clock.now()
+    sealed = ConnectionTokens(store_for(settings), sealer_for(settings)).seal(team, user, finished.tokens)
     connection = {
-        "access_token": access.token,
-        "token_secret": access.secret,
-        "session_handle": access.session_handle,
-        "expires_at": now + access.expires_in if access.expires_in else None,
-        "authorization_expires_at": now + access.authorization_expires_in if access.authorization_expires_in else None,
-        "jira_user": {k: v for k, v in jira_user.items() if v is not None},
+        **finished.fields,
+        "auth": auth,
+        "sealed": sealed,
+        "jira_user": {k: v for k, v in finished.jira_user.items() if v is not None},
         "revision": pending["revision"],
         "link_id": pending["link_id"],
         "connected_at": now,

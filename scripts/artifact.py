@@ -1,10 +1,11 @@
 """``make test-artifact``: the deployment package, unpacked and run as Lambda runs it.
 
 Starts moto and the fake Jira on loopback (in this, the dev, interpreter), stores the broker's
-table and three API keys (valid, team-scoped, revoked), unpacks ``deployment.zip`` into a temp
-dir and runs ``scripts/artifact_driver.py`` in the clean runtime interpreter (``.venv-lambda``:
-python3.11 with only the runtime's boto3) with the stage's environment variables, fake
-credentials and ``AWS_ENDPOINT_URL``. The driver calls both handlers with API Gateway's events.
+table, the stage's KMS key (``alias/jira-oauth-broker-<stage>``: it seals the stored tokens) and
+three API keys (valid, team-scoped, revoked), unpacks ``deployment.zip`` into a temp dir and
+runs ``scripts/artifact_driver.py`` in the clean runtime interpreter (``.venv-lambda``: python3.11
+with only the runtime's boto3) with the stage's environment variables, fake credentials and
+``AWS_ENDPOINT_URL``. The driver calls both handlers with API Gateway's events.
 
 Example::
 
@@ -32,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib.apikeys import save_api_key
 from chalicelib.store import Store, token_hash
-from scripts.local_aws import FAKE_CREDENTIALS, ROOT, create_table, start_moto, use_fake_credentials
+from scripts.local_aws import FAKE_CREDENTIALS, ROOT, create_kms_key, create_table, start_moto, use_fake_credentials
 from tests.fakejira import FakeJira
 
 DRIVER = ROOT / "scripts" / "artifact_driver.py"
@@ -83,8 +84,8 @@ def unpacked(zip_path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def local_services(table: str) -> Iterator[dict[str, Any]]:
-    """moto with the table and the API keys, and the fake Jira whose Application Link has a new key."""
+def local_services(table: str, stage: str = "dev") -> Iterator[dict[str, Any]]:
+    """moto with the table, the stage's KMS key and the API keys; the fake Jira whose Application Link has a new key."""
     use_fake_credentials()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = key.private_bytes(
@@ -97,6 +98,7 @@ def local_services(table: str) -> Iterator[dict[str, Any]]:
     try:
         dynamodb = boto3.client("dynamodb", endpoint_url=endpoint)
         create_table(dynamodb, table)
+        create_kms_key(boto3.client("kms", endpoint_url=endpoint), stage)  # the packaged app's tokens_kms_key
         store = Store(table, client=dynamodb)
         save_api_key(store, API_KEY, name="artifact")
         save_api_key(store, SCOPED_KEY, name="artifact-acme", team="acme")
@@ -136,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     ).stdout.strip()
     size = args.zip.stat().st_size
     print(f"test-artifact: {args.zip} ({size / 1e6:.1f} MB), runtime python/boto3 {version}", flush=True)
-    with local_services(table) as services, unpacked(args.zip) as task_root, tempfile.TemporaryDirectory() as work:
+    with (
+        local_services(table, args.stage) as services,
+        unpacked(args.zip) as task_root,
+        tempfile.TemporaryDirectory() as work,
+    ):
         config = {k: v for k, v in services.items() if k not in {"jira", "endpoint"}}
         config_file = Path(work) / "config.json"
         config_file.write_text(json.dumps(config))

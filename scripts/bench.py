@@ -53,7 +53,7 @@ from chalicelib.oauth1 import JiraClient
 from chalicelib.store import Store
 from scripts.artifact import lambda_environment, unpacked
 from scripts.artifact_driver import http_event, token_event
-from scripts.local_aws import ROOT, create_table, start_moto, use_fake_credentials
+from scripts.local_aws import ROOT, create_kms_key, create_table, kms_alias, start_moto, use_fake_credentials
 from scripts.run_local import TABLE, start_chalice_local
 from tests.fakejira import FakeJira
 from tests.localstack import free_port
@@ -215,6 +215,7 @@ def connected_stack(key: rsa.RSAPrivateKey) -> Iterator[BenchStack]:
     threading.Thread(target=forwarder.serve_forever, daemon=True).start()
     dynamodb = boto3.client("dynamodb", endpoint_url=endpoint)
     create_table(dynamodb, TABLE)
+    create_kms_key(boto3.client("kms", endpoint_url=endpoint), "local")
     save_api_key(Store(TABLE, client=dynamodb), API_KEY, name="bench")
     port = free_port()
     broker = f"http://127.0.0.1:{port}"
@@ -285,6 +286,7 @@ def cold_starts(zip_path: Path, runtime_python: str, endpoint: str) -> ColdStart
         "authorizer": token_event(f"Bearer {API_KEY}", "POST", "/v1/teams/acme/users/alice/jira/proxy"),
     }
     env = lambda_environment("dev", "jira-oauth-broker-bench", endpoint, TABLE, "jira-oauth-broker/local")
+    env["BROKER_TOKENS_KMS_KEY"] = kms_alias("local")  # alice's tokens were sealed by the local stage's chalice local
     version = subprocess.run(
         [
             runtime_python,

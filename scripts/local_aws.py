@@ -1,8 +1,10 @@
-"""The local stand-in for AWS: an embedded moto server, the broker's table and API key on it,
+"""The local stand-in for AWS: an embedded moto server, the broker's table, KMS key and API key on it,
 and the per-port state file through which ``make run`` tells other commands where it is.
 
 The table comes from ``infra/resources.json``, the template deployment uses,
-so local runs and tests use the very table CloudFormation creates.
+so local runs and tests use the very table CloudFormation creates. The KMS key
+(``alias/jira-oauth-broker-<stage>``, the template's BrokerKeyAlias) seals the stored
+connection tokens (chalicelib/sealing.py); it is made by the same KMS calls as anywhere else.
 
 Each ``make run`` owns ``.local/<port>.endpoint`` (its AWS endpoint and pid) while it runs;
 ``python -m scripts.apikeys --stage local`` and a plain ``chalice local --stage local``
@@ -17,6 +19,7 @@ Example::
 
     server, endpoint = start_moto()
     create_table(boto3.client("dynamodb", endpoint_url=endpoint), "jira-oauth-broker-local")
+    create_kms_key(boto3.client("kms", endpoint_url=endpoint))          # alias/jira-oauth-broker-local
     show_api_key(register_api_key(endpoint, "jira-oauth-broker-local"))   # prints it once
     running_endpoints()                                  # {8000: "http://127.0.0.1:41234"}
 """
@@ -83,6 +86,34 @@ def create_table(client: Any, table_name: str, template: Path = TEMPLATE, *, exi
             TableName=table_name,
             TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
         )
+
+
+def kms_alias(stage: str = "local") -> str:
+    """The stage key's alias, as infra/resources.json names it (the app's default ``tokens_kms_key``)."""
+    return f"alias/jira-oauth-broker-{stage}"
+
+
+def create_kms_key(client: Any, stage: str = "local", *, exist_ok: bool = False) -> str:
+    """Create a symmetric KMS key with the stage's alias (CreateKey, CreateAlias); return its key id.
+
+    ``exist_ok``: an alias already there (an external moto or LocalStack) is used as it is.
+    """
+    alias = kms_alias(stage)
+    if exist_ok:
+        try:
+            return str(client.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"])
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "NotFoundException":
+                raise
+    key_id = str(client.create_key(Description=f"jira-oauth-broker {stage} (local stand-in)")["KeyMetadata"]["KeyId"])
+    try:
+        client.create_alias(AliasName=alias, TargetKeyId=key_id)
+    except ClientError as error:
+        if not exist_ok or error.response.get("Error", {}).get("Code") != "AlreadyExistsException":
+            raise
+        client.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)  # another process made it first
+        return str(client.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"])
+    return key_id
 
 
 def use_fake_credentials() -> None:

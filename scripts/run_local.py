@@ -1,6 +1,7 @@
 """``make run``: the broker on this machine, on an embedded moto, served by ``chalice local``.
 
-Starts moto (DynamoDB and Secrets Manager), creates the table from infra/,
+Starts moto (DynamoDB, Secrets Manager and KMS), creates the table from infra/
+and the KMS key that seals stored tokens (``alias/jira-oauth-broker-local``),
 registers the service API key (``BROKER_API_KEY``, or a new one printed
 once), then runs ``chalice local`` as a child process. Its output passes
 through the broker's redaction, because chalice local's access log prints
@@ -8,9 +9,9 @@ full paths: connect-link tokens and ``oauth_token``/``oauth_verifier``.
 Ctrl-C stops everything it started.
 
 With ``AWS_ENDPOINT_URL`` set (a moto server, LocalStack, or a fault-injecting
-proxy in front of one), no moto is started: the table (created if missing), the
-API key and the app all use that endpoint. Credentials are always fake ones, so
-the local stage never acts on a real AWS account.
+proxy in front of one), no moto is started: the table and the KMS key (each
+created if missing), the API key and the app all use that endpoint. Credentials
+are always fake ones, so the local stage never acts on a real AWS account.
 
 A port already in use (another ``make run``?) is refused at once, starting nothing. While it
 runs, the runner owns ``.local/<PORT>.endpoint`` (its AWS endpoint and pid), where
@@ -42,6 +43,7 @@ from chalicelib.logs import redact
 from scripts.local_aws import (
     LOCAL_TABLE,
     claim_endpoint_file,
+    create_kms_key,
     create_table,
     endpoint_file,
     next_free_port,
@@ -124,6 +126,7 @@ def main() -> int:
     os.environ["AWS_ENDPOINT_URL"] = endpoint  # chalice local inherits it
     try:
         create_table(boto3.client("dynamodb", endpoint_url=endpoint), TABLE, exist_ok=server is None)
+        create_kms_key(boto3.client("kms", endpoint_url=endpoint), "local", exist_ok=server is None)
         show_api_key(register_api_key(endpoint, TABLE))
         env = {k: v for k, v in os.environ.items() if k != "BROKER_API_KEY"}  # the app never needs it
         env.setdefault("BROKER_PUBLIC_URL", f"http://{host}:{port}")

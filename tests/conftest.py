@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 
-from chalicelib import apikeys, aws, resources
+from chalicelib import apikeys, aws, resources, sealing
 from chalicelib.apikeys import save_api_key
 from chalicelib.store import Store
 from scripts.chalice_local import emulate_api_gateway
-from scripts.local_aws import FAKE_CREDENTIALS, create_table
+from scripts.local_aws import FAKE_CREDENTIALS, create_kms_key, create_table
 from tests.fakejira import FakeJira
 
 # Chalice's test client shares chalice local's gateway classes: give it API Gateway's own answers
@@ -88,18 +88,21 @@ def settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def aws_mock(settings_env: None) -> Iterator[None]:
-    """A fresh moto account per test, with the broker's table and two API keys."""
+    """A fresh moto account per test, with the broker's table, its KMS key and two API keys."""
     aws.reset_clients()
     resources.forget_cached_signers()
     apikeys.forget_cached_keys()
+    sealing.forget_cached_sealers()
     with mock_aws():
         create_table(boto3.client("dynamodb"), TABLE)
+        create_kms_key(boto3.client("kms"), "local")  # alias/jira-oauth-broker-local: seals stored tokens
         store = Store(TABLE)
         save_api_key(store, API_KEY, name="all-teams")
         save_api_key(store, ACME_KEY, name="acme-bot", team="acme")
         yield
     aws.reset_clients()
     resources.forget_cached_signers()
+    sealing.forget_cached_sealers()
 
 
 @pytest.fixture

@@ -12,6 +12,13 @@ tests written against the echo) the modelled JSON objects carry those fields too
 
 Its Allow page accepts any user name: an unknown one becomes a new user.
 
+It is also Jira Data Center's OAuth 2.0 provider (8.22+; see ``tests/fakejira_oauth2.py``):
+``add_oauth2_client`` makes an incoming link, ``/rest/oauth2/latest/authorize`` and ``/token`` give
+codes and tokens, and ``Authorization: Bearer <access token>`` REST calls act as the user as a signed
+call does. ``oauth2_approve(authorize_url, user)`` clicks Allow; ``POST /_fake/revoke`` (form
+``user``) revokes a user's grants over HTTP. ``oauth2_enabled = False`` plays a Jira older than 8.22
+(404 on those paths).
+
 The signature check is written from RFC 5849 on purpose, without oauthlib: the
 broker signs with oauthlib, so checking with oauthlib would only prove that
 oauthlib agrees with itself.
@@ -20,6 +27,7 @@ Typical use::
 
     with FakeJira() as jira:
         jira.add_consumer("broker", public_pem)
+        jira.add_oauth2_client("client-id", "secret", "https://broker.example.com/oauth2/callback")
         jira.add_user("alice", display_name="Alice")
         ...  # point the code under test at jira.base_url
 
@@ -55,6 +63,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+# Response lives in the OAuth 2.0 module, which imports nothing from this one at run time.
+from tests.fakejira_oauth2 import Answered, OAuth2Provider, Response, bearer_token
 
 REQUEST_TOKEN_TTL = 600  # Jira's request tokens live 10 minutes
 ACCESS_TOKEN_TTL = 157_680_000  # 5 years, as Jira's oauth_expires_in says
@@ -172,16 +183,6 @@ class RecordedRequest:
 
 
 @dataclass
-class Response:
-    """What a route answers; the handler turns it into bytes on the wire."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = TEXT_PLAIN
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
 class _Request:
     """A parsed incoming request as the routes see it."""
 
@@ -269,8 +270,8 @@ class _Unauthenticated(Exception):
 # ---------------------------------------------------------------- the fake
 
 
-class FakeJira:
-    """A Jira Server OAuth 1.0a provider on loopback. See the module docstring."""
+class FakeJira(OAuth2Provider):
+    """A Jira Server OAuth 1.0a (and Data Center OAuth 2.0) provider on loopback. See the module docstring."""
 
     def __init__(
         self, context_path: str = "/jira", *, host: str = "127.0.0.1", port: int = 0, echo: bool = True
@@ -303,6 +304,7 @@ class FakeJira:
         self._before: dict[str, Callable[[RecordedRequest], object]] = {}
         self._body_faults: dict[str, tuple[str, float]] = {}
         self.hook_errors: list[BaseException] = []
+        self._init_oauth2()
 
     # ---- lifecycle
 
@@ -1024,8 +1026,11 @@ class FakeJira:
         return 200, added
 
     def _rest_user(self, req: _Request) -> dict[str, Any]:
-        """Authenticate a REST call by its access token; return the user's JSON."""
+        """Authenticate a REST call by its access token (OAuth 1.0a or 2.0); return the user's JSON."""
         header = req.headers.get("authorization")
+        bearer = bearer_token(header or "")
+        if bearer is not None:
+            return self._oauth2_rest_user(bearer)
         if not header or parse_authorization(header) is None:
             raise _Unauthenticated()
         params = self._verify(req)
@@ -1051,6 +1056,8 @@ class FakeJira:
             return route(req)
         except OAuthProblem as problem:
             return self._problem_response(problem)
+        except Answered as answered:
+            return answered.response
         except _Unauthenticated:
             return _json(
                 401,
@@ -1064,6 +1071,9 @@ class FakeJira:
 
     def _route(self, req: _Request) -> Callable[[_Request], Response] | None:
         """Find the handler for method + path; a wrong method on a servlet gets 405."""
+        oauth2 = self._oauth2_route(req)
+        if oauth2 is not None:
+            return oauth2
         servlets: dict[tuple[str, str], Callable[[_Request], Response]] = {
             ("POST", f"{SERVLET}/request-token"): self.request_token,
             ("POST", f"{SERVLET}/access-token"): self.access_token,
@@ -1253,6 +1263,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # socketserver's 5 resets connections when tests connect by the dozen at once
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], fake: FakeJira) -> None:
         if ":" in address[0]:
@@ -1395,19 +1406,26 @@ class _Handler(BaseHTTPRequestHandler):
 def main(argv: list[str] | None = None) -> int:
     """Run the fake Jira on its own, to try the broker's walk-through without a real Jira.
 
-    ``python -m tests.fakejira --port 8090 --consumer-key jira-oauth-broker --public-key-file pub.pem``
+    ``python -m tests.fakejira --port 8090 --consumer-key jira-oauth-broker --public-key-file pub.pem`` plays an
+    OAuth 1.0a Application Link; ``--oauth2-client-id ID --oauth2-client-secret S --oauth2-redirect-uri URL`` an
+    OAuth 2.0 incoming link (scopes READ and WRITE). Give either or both.
     """
     import argparse
 
-    parser = argparse.ArgumentParser(description="A fake Jira Server OAuth 1.0a provider on loopback.")
+    parser = argparse.ArgumentParser(
+        description="A fake Jira on loopback: an OAuth 1.0a Application Link, a Data Center OAuth 2.0 link, or both."
+    )
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--context-path", default="/jira")
     parser.add_argument("--consumer-key", default="jira-oauth-broker")
     parser.add_argument(
         "--public-key-file",
-        required=True,
-        help="the Application Link's public key (PEM); read again whenever the file changes",
+        help="OAuth 1.0a: the Application Link's public key (PEM); read again whenever the file changes",
     )
+    oauth2 = ("oauth2_client_id", "oauth2_client_secret", "oauth2_redirect_uri")
+    parser.add_argument("--oauth2-client-id", help="OAuth 2.0: the incoming link's client ID")
+    parser.add_argument("--oauth2-client-secret", help="OAuth 2.0: the incoming link's client secret")
+    parser.add_argument("--oauth2-redirect-uri", help="OAuth 2.0: the incoming link's redirect URL (matched exactly)")
     parser.add_argument(
         "--user",
         action="append",
@@ -1415,8 +1433,19 @@ def main(argv: list[str] | None = None) -> int:
         help="a user who exists from the start (repeatable; default alice); the Allow page takes any other name too",
     )
     args = parser.parse_args(argv)
+    given = [getattr(args, name) is not None for name in oauth2]
+    if any(given) and not all(given):
+        parser.error("--oauth2-client-id, --oauth2-client-secret and --oauth2-redirect-uri go together")
+    if not args.public_key_file and not any(given):
+        parser.error("give --public-key-file (OAuth 1.0a), the three --oauth2-* options (OAuth 2.0), or both")
     fake = FakeJira(args.context_path, port=args.port, echo=False)
-    fake.watch_public_key_file(args.consumer_key, args.public_key_file)
+    links = []
+    if args.public_key_file:
+        fake.watch_public_key_file(args.consumer_key, args.public_key_file)
+        links.append(f"Application Link '{args.consumer_key}', key from {args.public_key_file}")
+    if all(given):
+        fake.add_oauth2_client(args.oauth2_client_id, args.oauth2_client_secret, args.oauth2_redirect_uri)
+        links.append(f"OAuth 2.0 client '{args.oauth2_client_id}' redirecting to {args.oauth2_redirect_uri}")
     for name in args.user or ["alice"]:
         fake.add_user(name, **demo_user(name))
     import signal
@@ -1424,12 +1453,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with fake:
         # On stderr: a background job's announcement must not mix with the answers a shell prints.
-        print(
-            f"Fake Jira at {fake.base_url} (Application Link '{args.consumer_key}', key from "
-            f"{args.public_key_file}); Ctrl-C stops.",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"Fake Jira at {fake.base_url} ({'; '.join(links)}); Ctrl-C stops.", file=sys.stderr, flush=True)
         try:
             threading.Event().wait()
         except KeyboardInterrupt:

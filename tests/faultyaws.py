@@ -6,14 +6,16 @@ operation (read from ``X-Amz-Target``, e.g. ``DynamoDB_20120810.PutItem``) and/o
 the N-th mutating call on", and breaks them by
 
 - ``"error"``: an AWS error answer (default 500 ``InternalServerError``; Secrets Manager:
-  ``InternalServiceError``; any code via ``error=``), JSON-protocol body and ``x-amzn-ErrorType``;
+  ``InternalServiceError``; KMS: ``KMSInternalException``; any code via ``error=``), JSON-protocol
+  body and ``x-amzn-ErrorType``;
 - ``"throttle"``: 400 ``ThrottlingException`` (or ``error="ProvisionedThroughputExceededException"``);
 - ``"delay"``: wait ``delay`` seconds, then forward;
 - ``"cut"``: close the connection without an answer.
 
 ``after_forwarding=True`` lets moto do the call first and breaks only the answer: the write
 happened, and the caller cannot know it (a lost reply). A call is *mutating* unless its
-operation starts with Get, Describe, List, Query, Scan or BatchGet. ``from_mutation=N``
+operation starts with Get, Describe, List, Query, Scan or BatchGet, or is one of KMS's
+cryptographic operations (Decrypt, GenerateDataKey, Encrypt: they change nothing). ``from_mutation=N``
 counts the matching mutating calls made after the rule was set: the N-th and every later
 one (boto's retries included) fail, like an outage that starts at step N of a multi-step write.
 
@@ -66,14 +68,18 @@ import pytest
 import requests
 from chalice.test import Client
 
-from chalicelib import apikeys, aws, resources
+from chalicelib import apikeys, aws, resources, sealing
 from chalicelib.apikeys import save_api_key
 from chalicelib.store import Store
-from scripts.local_aws import create_table, start_moto
+from scripts.local_aws import create_kms_key, create_table, start_moto
 from tests.conftest import ACME_KEY, API_KEY, TABLE, Broker
 
 MODES = ("error", "throttle", "delay", "cut")
 READ_PREFIXES = ("Get", "Describe", "List", "Query", "Scan", "BatchGet")
+# KMS's cryptographic operations change no state: never a step of a multi-step write.
+KMS_CRYPTO = frozenset({"Decrypt", "GenerateDataKey", "Encrypt"})
+# X-Amz-Target prefixes that are not the service's boto3 name (KMS's JSON API is "TrentService").
+_TARGET_SERVICES = {"trentservice": "kms"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "expect", "te", "upgrade"}
 _ERROR_STATUS = {
@@ -133,15 +139,17 @@ class Rule:
 
 
 def is_mutating(operation: str) -> bool:
-    return bool(operation) and not operation.startswith(READ_PREFIXES)
+    return bool(operation) and not operation.startswith(READ_PREFIXES) and operation not in KMS_CRYPTO
 
 
 def identify(headers: Any, path: str) -> tuple[str, str]:
-    """(service, operation) of a boto3 call: ``DynamoDB_20120810.PutItem`` -> ("dynamodb", "PutItem")."""
+    """(service, operation) of a boto3 call: ``DynamoDB_20120810.PutItem`` -> ("dynamodb", "PutItem"),
+    ``TrentService.Decrypt`` -> ("kms", "Decrypt")."""
     target = headers.get("X-Amz-Target") or ""
     prefix, _, operation = target.rpartition(".")
     if prefix:
-        return prefix.split("_")[0].lower(), operation
+        service = prefix.split("_")[0].lower()
+        return _TARGET_SERVICES.get(service, service), operation
     scope = _SCOPE.search(headers.get("Authorization") or "")
     return (scope.group(1) if scope else ""), ""
 
@@ -199,7 +207,7 @@ class FaultyAWS:
     ) -> Rule:
         """Break matching calls from now on (until :meth:`heal`). Rules are tried in the order given.
 
-        ``service``: "dynamodb", "secretsmanager"; ``operation``: "PutItem", "GetSecretValue", ...;
+        ``service``: "dynamodb", "secretsmanager", "kms"; ``operation``: "PutItem", "GetSecretValue", ...;
         ``from_mutation``: the N-th matching mutating call after now, and every later one;
         ``times``: break only this many calls; ``error``: the AWS error code for "error"/"throttle".
         """
@@ -309,10 +317,13 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _proxy
 
 
+_INTERNAL_ERRORS = {"secretsmanager": "InternalServiceError", "kms": "KMSInternalException"}
+
+
 def _aws_error(service: str, rule: Rule) -> tuple[int, dict[str, str], bytes]:
     """An AWS JSON-protocol error answer, as DynamoDB and Secrets Manager send them."""
     default = "ThrottlingException" if rule.mode == "throttle" else None
-    code = rule.error or default or ("InternalServiceError" if service == "secretsmanager" else "InternalServerError")
+    code = rule.error or default or _INTERNAL_ERRORS.get(service, "InternalServerError")
     status = _ERROR_STATUS.get(code, 500)
     body = json.dumps({"__type": code, "message": f"Injected by FaultyAWS: {code}"}).encode()
     protocol = "1.0" if service == "dynamodb" else "1.1"
@@ -329,6 +340,7 @@ def _forget_cached_clients() -> None:
     aws.reset_clients()
     resources.forget_cached_signers()
     apikeys.forget_cached_keys()
+    sealing.forget_cached_sealers()
 
 
 @pytest.fixture
@@ -344,6 +356,7 @@ def faulty_aws(settings_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         requests.post(f"{moto}/moto-api/reset", timeout=10).raise_for_status()
         with FaultyAWS(moto) as proxy:
             create_table(proxy.direct("dynamodb"), TABLE)
+            create_kms_key(proxy.direct("kms"), "local")
             store = Store(TABLE, client=proxy.direct("dynamodb"))
             save_api_key(store, API_KEY, name="all-teams")
             save_api_key(store, ACME_KEY, name="acme-bot", team="acme")

@@ -2,7 +2,8 @@
 (`make run`'s runner: embedded moto + chalice local) and the fake Jira on loopback.
 
 An admin goes from a setup link to a verified integration and their own connected account with the
-broker-generated key; users connect, deny, and open expired and used links. Every page's headers are
+broker-generated key (OAuth 1.0a), or with an OAuth 2.0 incoming link and no JavaScript; users connect,
+deny, and open expired and used links. Every page's headers are
 checked as the browser received them, no CSP violation may occur, and each page is saved as a
 screenshot under test-output/screenshots/ (`make test-browser`).
 
@@ -52,6 +53,8 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1100, "height": 900}
 API_KEY = "jb_browser-key-00000000000000000000000000000"
 SIGNING_KEY_SECRET = "jira-oauth-broker/local/broker/link-signing-key"
+OAUTH1_CHOICE = "OAuth 1.0a Application Link"
+OAUTH2_CHOICE = "OAuth 2.0 (Jira Data Center 8.22 or later"
 
 
 # -- the browser, the local stack, the fake Jira ------------------------------------------------------
@@ -153,6 +156,11 @@ def _heading(page: Page) -> str:
     return str(page.locator("h1").inner_text())
 
 
+def _choose(page: Page, way: str) -> None:
+    """Open one way on the setup page (a <details>: works without JavaScript)."""
+    page.locator("summary", has_text=way).click()
+
+
 def _allow_in_jira(page: Page, jira: FakeJira, username: str) -> None:
     """On the fake Jira's consent page: type who you are, click Allow."""
     page.wait_for_url(f"{jira.base_url}/plugins/servlet/oauth/authorize?**")
@@ -186,8 +194,11 @@ def test_admin_goes_from_a_setup_link_to_a_connected_account(
     assert opened is not None and opened.status == 200
     assert _heading(page) == "Set up Jira for team acme"
     assert "connect your own Jira account, as alice" in page.inner_text("main")
-    assert page.get_by_text("Jira 9: the Application links page").is_visible()
+    assert not page.get_by_text("Jira 9: the Application links page").is_visible()  # the admin chooses first
     _shot(page, "01-setup-page")
+    _choose(page, OAUTH1_CHOICE)
+    assert page.get_by_text("Jira 9: the Application links page").is_visible()
+    oauth1 = page.locator("#setup-form")
 
     # 1. Let the broker make the key pair; the page shows the public key with a working copy button.
     page.get_by_role("button", name="Generate a key pair here").click()
@@ -205,20 +216,20 @@ def test_admin_goes_from_a_setup_link_to_a_connected_account(
     jira.add_consumer(CONSUMER_KEY, public)
 
     # 3. and 4. A typo in the consumer key: the page comes back naming the cause, keeping what was typed.
-    page.get_by_label("Jira base URL").fill(jira.base_url)
+    oauth1.get_by_label("Jira base URL").fill(jira.base_url)
     page.get_by_label("Consumer key", exact=True).fill("jira-oauth-brokr")
-    page.get_by_role("button", name="Verify and connect").click()
+    oauth1.get_by_role("button", name="Verify and connect").click()
     alert = page.get_by_role("alert")
     alert.wait_for()
     assert "no Application Link with consumer key 'jira-oauth-brokr'" in alert.inner_text()
-    assert page.get_by_label("Jira base URL").input_value() == jira.base_url
+    assert oauth1.get_by_label("Jira base URL").input_value() == jira.base_url
     assert page.get_by_label("Consumer key", exact=True).input_value() == "jira-oauth-brokr"
     assert page.get_by_label("Public key", exact=True).input_value() == public
     _shot(page, "03-setup-failure")
 
     # Fixed: Verify and connect goes on to Jira's own Allow page...
     page.get_by_label("Consumer key", exact=True).fill(CONSUMER_KEY)
-    page.get_by_role("button", name="Verify and connect").click()
+    oauth1.get_by_role("button", name="Verify and connect").click()
     page.wait_for_url(f"{jira.base_url}/plugins/servlet/oauth/authorize?**")
     assert "would like to access your data" in page.inner_text("body")
     _shot(page, "04-jira-authorize")
@@ -256,14 +267,16 @@ def test_setup_with_an_uploaded_key_file(
     watch = Watch(stack.url)
     page = watch.attach(context.new_page())
     page.goto(link)
+    _choose(page, OAUTH1_CHOICE)
     page.get_by_text("I have a private key").click()
     page.get_by_label("Or its file").set_input_files(
         files=[{"name": "jira.pem", "mimeType": "application/x-pem-file", "buffer": private_pem.encode()}]
     )
-    page.get_by_label("Jira base URL").fill(jira.base_url)
+    oauth1 = page.locator("#setup-form")
+    oauth1.get_by_label("Jira base URL").fill(jira.base_url)
     page.get_by_label("Consumer key", exact=True).fill("broker-globex")
     _shot(page, "12-setup-own-key")
-    page.get_by_role("button", name="Verify and connect").click()
+    oauth1.get_by_role("button", name="Verify and connect").click()
     _allow_in_jira(page, jira, "bob")
     page.wait_for_url(f"{stack.url}/oauth/callback?**")
     assert _heading(page) == "Connected as Bob <Builder>"  # escaped in the HTML, shown as typed
@@ -280,13 +293,79 @@ def test_setup_page_on_a_phone_without_javascript(chromium: Browser, stack: Loca
     page.goto(link)
     _fits(page)
     _shot(page, "13-setup-page-phone-no-javascript")
-    # The form works without JavaScript; only the copy buttons stay hidden.
+    # Choosing a way and the forms work without JavaScript; only the copy buttons stay hidden.
+    _choose(page, OAUTH1_CHOICE)
     page.get_by_role("button", name="Generate a key pair here").click()
     page.wait_for_url(f"{link}#key")
     assert page.get_by_label("Public key", exact=True).input_value().startswith("-----BEGIN PUBLIC KEY-----")
-    assert page.locator("button[data-copy]").count() == 2
+    assert page.locator("button[data-copy]").count() == 3  # public key, Application URL, redirect URL
     assert not page.locator("button[data-copy]").first.is_visible()
     _fits(page)
+    _choose(page, OAUTH2_CHOICE)
+    assert page.get_by_text("Create the incoming link in Jira").is_visible()
+    assert not page.locator("button[data-copy=redirect-uri]").is_visible()
+    _fits(page)
+    watch.check()
+    context.close()
+
+
+def test_admin_sets_up_oauth2_without_javascript(chromium: Browser, stack: LocalStack, fake_jira: FakeJira) -> None:
+    jira = fake_jira
+    client_id, secret = "broker-browser-client", "secret-of-the-browser-link-0123456789"
+    redirect_uri = f"{stack.url}/oauth2/callback"
+    jira.add_oauth2_client(client_id, secret, redirect_uri, scopes=("READ", "WRITE"))
+    link = stack.api("POST", "/v1/teams/wayne/jira/setup-link", json={"user": "alice"}).json()["url"]
+    context = _context(chromium, PHONE, is_mobile=True, has_touch=True, java_script_enabled=False)
+    watch = Watch(stack.url)
+    page = watch.attach(context.new_page())
+    page.goto(link)
+
+    # The admin picks OAuth 2.0: the redirect URL to paste into Jira is there to copy, exactly.
+    _choose(page, OAUTH2_CHOICE)
+    assert page.locator("#redirect-uri").inner_text() == redirect_uri
+    oauth2 = page.locator("#oauth2-form")
+    write, read = (oauth2.locator(f"input[name=scopes][value={scope}]") for scope in ("WRITE", "READ"))
+    assert write.is_checked() and not read.is_checked()  # WRITE by default
+    oauth2.get_by_label("Jira base URL").fill(jira.base_url)
+    oauth2.get_by_label("Client ID").fill(client_id)
+    oauth2.get_by_label("Client secret").fill("not-the-secret")
+    read.check()
+    _fits(page)
+    _shot(page, "14-setup-oauth2-phone-no-javascript")
+
+    # A wrong secret: the page names the cause, keeps the rest, and drops the secret.
+    oauth2.get_by_role("button", name="Verify and connect").click()
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    assert "does not accept client id" in alert.inner_text() and "was not kept" in alert.inner_text()
+    oauth2 = page.locator("#oauth2-form")
+    assert oauth2.get_by_label("Client ID").input_value() == client_id
+    assert oauth2.get_by_label("Client secret").input_value() == ""
+    assert oauth2.locator("input[name=scopes][value=READ]").is_checked()
+    assert oauth2.locator("input[name=scopes][value=WRITE]").is_checked()
+    _shot(page, "15-setup-oauth2-failure")
+
+    # The right secret: on to Jira's OAuth 2.0 consent page, asking for the ticked scopes.
+    oauth2.get_by_label("Client secret").fill(secret)
+    oauth2.get_by_role("button", name="Verify and connect").click()
+    page.wait_for_url(f"{jira.base_url}/rest/oauth2/latest/authorize?**")
+    assert f"{client_id} would like to access your Jira account with the permissions READ, WRITE" in page.inner_text(
+        "body"
+    )
+    _shot(page, "16-jira-oauth2-consent")
+    form = page.locator("form").filter(has=page.get_by_role("button", name="Allow"))
+    form.locator("input[name=username]").fill("alice")
+    form.get_by_role("button", name="Allow").click()
+    page.wait_for_url(f"{redirect_uri}?**")
+    assert _heading(page) == "Connected as Alice Example"
+    _shot(page, "17-connected-oauth2")
+
+    integration = stack.api("GET", "/v1/teams/wayne/jira").json()
+    assert integration["auth"] == "oauth2" and integration["client_id"] == client_id
+    assert integration["scopes"] == ["READ", "WRITE"] and integration["redirect_uri"] == redirect_uri
+    assert secret not in str(integration)
+    assert stack.api("GET", "/v1/teams/wayne/users/alice/jira").json()["jira_user"]["name"] == "alice"
+    assert secret not in stack.output()
     watch.check()
     context.close()
 

@@ -16,6 +16,7 @@ from chalicelib.store import Store
 from tests import faultyaws
 from tests.conftest import PUBLIC_URL, TABLE, Broker, assert_page, request_token_of
 from tests.fakejira import FakeJira
+from tests.stored import stored_tokens
 
 faulty_aws = faultyaws.faulty_aws
 faulty_broker = faultyaws.faulty_broker
@@ -155,8 +156,10 @@ def test_full_flow_connects_the_user(team: Broker, jira: FakeJira, store: Store)
     assert answer.json["connected_at"].endswith("Z")
     connection = store.get_connection("acme", "alice")
     assert connection is not None
-    assert connection["access_token"] not in answer.text and connection["token_secret"] not in answer.text
-    assert len(connection["access_token"]) == 32 and len(connection["session_handle"]) == 32
+    tokens = stored_tokens()
+    assert tokens["access_token"] not in answer.text and tokens["token_secret"] not in answer.text
+    assert len(tokens["access_token"]) == 32 and len(tokens["session_handle"]) == 32
+    assert "access_token" not in connection and tokens["access_token"] not in str(connection)  # sealed at rest
     assert connection["expires_at"] - connection["connected_at"] == 157680000
     paths = [r.path.removeprefix("/jira") for r in jira.requests]
     assert paths[-2:] == ["/plugins/servlet/oauth/access-token", "/rest/api/2/myself"]
@@ -258,7 +261,11 @@ def test_two_callbacks_racing_for_one_token(faulty_broker: Broker, jira: FakeJir
     def callback() -> None:
         barrier.wait()
         try:
-            results.append(signin.finish(rt, verifier, team.cookies["jira_broker_browser"]).result)
+            results.append(
+                signin.finish(
+                    "oauth1", {"oauth_token": rt, "oauth_verifier": verifier}, team.cookies["jira_broker_browser"]
+                ).result
+            )
         except BrokerError as error:
             results.append(error.code)
 

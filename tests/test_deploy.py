@@ -14,7 +14,7 @@ import pytest
 from chalice.app import Request
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from chalicelib import apikeys, aws, config
+from chalicelib import apikeys, aws, config, sealing
 from chalicelib.store import Store, token_hash
 from chalicelib.web import remember_public_url
 from scripts import apikeys as apikeys_cli
@@ -66,6 +66,37 @@ def test_policies_name_their_resources(stage: str) -> None:
                 )
 
 
+def _conditions(statement: dict[str, Any]) -> set[str]:
+    return {key for block in statement.get("Condition", {}).values() for key in block}
+
+
+def _direct_kms(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """The statements that let the function itself (not a service on its behalf) use KMS data keys."""
+    return [
+        statement
+        for statement in policy["Statement"]
+        if statement["Effect"] == "Allow"
+        and any(_allowed({"Statement": [statement]}, action) for action in ("kms:GenerateDataKey", "kms:Decrypt"))
+        and "kms:ViaService" not in _conditions(statement)
+    ]
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_only_the_api_function_seals_tokens_and_only_with_the_stage_key_and_context(stage: str) -> None:
+    """chalicelib/sealing.py calls GenerateDataKey and Decrypt itself, so no kms:ViaService; the stage key only,
+    and only with the tokens' encryption context (no other key in it). The authorizer never opens a token."""
+    [statement] = _direct_kms(_policy(f"policy-{stage}.json"))
+    assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert statement["Resource"] == "arn:aws:kms:*:*:key/*"
+    context = {f"kms:EncryptionContext:{key}": value for key, value in sealing.ENCRYPTION_CONTEXT.items()}
+    assert statement["Condition"] == {
+        "ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/jira-oauth-broker-{stage}"},
+        "StringEquals": context,
+        "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": sorted(sealing.ENCRYPTION_CONTEXT)},
+    }
+    assert _direct_kms(_policy(f"policy-authorizer-{stage}.json")) == []
+
+
 def test_stages_use_their_policy_files_and_settings() -> None:
     stages = json.loads((CHALICE / "config.json").read_text())["stages"]
     assert set(stages) == {"local", "dev", "prod"}
@@ -100,7 +131,9 @@ def recorded_calls(aws_mock: None) -> Iterator[set[str]]:
     calls: set[str] = set()
 
     def record(model: Any, params: Any = None, **_: Any) -> None:
-        prefix = {"DynamoDB": "dynamodb", "Secrets Manager": "secretsmanager"}.get(model.service_model.service_id)
+        prefix = {"DynamoDB": "dynamodb", "Secrets Manager": "secretsmanager", "KMS": "kms"}.get(
+            model.service_model.service_id
+        )
         if model.name != "TransactWriteItems":
             calls.add(f"{prefix}:{model.name}")
             return
@@ -112,7 +145,7 @@ def recorded_calls(aws_mock: None) -> Iterator[set[str]]:
             for kind in item:
                 calls.add(f"dynamodb:{_TRANSACT_ACTIONS[kind]}")
 
-    for service in ("dynamodb", "secretsmanager"):
+    for service in ("dynamodb", "secretsmanager", "kms"):
         aws.client(service).meta.events.register("before-call", record)
     yield calls
 

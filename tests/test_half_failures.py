@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib.keys import fingerprint, parse_private_key
 from chalicelib.store import Store
-from scripts.local_aws import create_table
+from scripts.local_aws import create_kms_key, create_table
 from tests import faultyaws
 from tests.conftest import ACME_KEY, API_KEY, CONSUMER_KEY, TABLE, Answer, Broker, _pem, public_pem
 from tests.fakejira import FakeJira
@@ -32,10 +32,11 @@ PROXY = "/v1/teams/acme/users/alice/jira/proxy"
 
 
 def _fresh(proxy: FaultyAWS, broker: Broker) -> None:
-    """Empty AWS (moto reset), the table and the API keys again; the broker's warm caches forgotten."""
+    """Empty AWS (moto reset), the table, the KMS key and the API keys again; the broker's warm caches forgotten."""
     proxy.heal()
     requests.post(f"{proxy.moto}/moto-api/reset", timeout=10).raise_for_status()
     create_table(proxy.direct("dynamodb"), TABLE)
+    create_kms_key(proxy.direct("kms"), "local")
     store = Store(TABLE, client=proxy.direct("dynamodb"))
     from chalicelib.apikeys import save_api_key
 

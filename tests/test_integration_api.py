@@ -351,9 +351,10 @@ def test_outside_the_local_stage_private_and_http_jiras_are_refused(
     from chalice.test import Client
 
     from app import app
-    from scripts.local_aws import create_table
+    from scripts.local_aws import create_kms_key, create_table
 
     create_table(boto3.client("dynamodb"), "jira-oauth-broker-dev")  # the dev stage's table
+    create_kms_key(boto3.client("kms"), "dev")  # and its key, alias/jira-oauth-broker-dev
     save_api_key(Store("jira-oauth-broker-dev"), API_KEY, name="all-teams")
     with Client(app, stage_name="dev") as client:
         broker = Broker(client)

@@ -19,7 +19,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scripts.local_aws import FAKE_CREDENTIALS, endpoint_file, start_moto
+from scripts.local_aws import FAKE_CREDENTIALS, endpoint_file, kms_alias, start_moto
 from tests.conftest import CONSUMER_KEY, Broker, public_pem
 from tests.fakejira import FakeJira
 from tests.localstack import ROOT, apikeys_cli, free_port, local_stack
@@ -108,6 +108,18 @@ def _connect_alice(url: str, key: str, team: str, jira: FakeJira, private_pem: s
     assert proxied.status_code == 200 and proxied.json()["name"] == "alice", proxied.text
 
 
+def _has_stage_key(endpoint: str) -> bool:
+    """Whether the local stage's KMS key (it seals stored tokens) is on ``endpoint``, by its alias."""
+    kms = boto3.client(
+        "kms",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    return kms.describe_key(KeyId=kms_alias("local"))["KeyMetadata"]["Enabled"] is True
+
+
 def _team(port: int) -> str:
     # A team of this test's own: with a make run running on this machine, chalice local uses its moto.
     return f"team-{port}"
@@ -131,9 +143,10 @@ def test_plain_chalice_local_stage_local_serves_the_whole_broker(
     with _chalice_local(log, "--stage", "local", "--port", str(port), "--no-autoreload", env=_clean_env()) as process:
         _wait_for_health(url, process, log)
         key = _printed_key(log)
-        assert re.search(
-            r"jira-oauth-broker: local stage on .* at http://127\.0\.0\.1:\d+, fake credentials", log.read_text()
+        started = re.search(
+            r"jira-oauth-broker: local stage on .* at (http://127\.0\.0\.1:\d+), fake credentials", log.read_text()
         )
+        assert started and _has_stage_key(started.group(1))
 
         # The key without "Bearer ": 401 naming the expected form; with it but wrong: 403.
         bare = requests.get(f"{url}/v1/teams/{_team(port)}/jira", headers={"Authorization": key}, timeout=10)
@@ -218,6 +231,7 @@ def test_runner_keeps_its_records_on_the_given_aws_endpoint(
             assert stack.moto == moto and "no embedded moto" in stack.output()
             body = {"base_url": jira.base_url, "consumer_key": CONSUMER_KEY, "private_key": private_pem}
             assert stack.api("PUT", "/v1/teams/acme/jira", json=body).status_code == 201
+            assert _has_stage_key(moto)
         items = boto3.client("dynamodb", endpoint_url=moto).scan(TableName="jira-oauth-broker-local")["Items"]
         assert {"TEAM#acme"} <= {item["pk"]["S"] for item in items}
         assert any(item["sk"]["S"] == "APIKEY" for item in items)

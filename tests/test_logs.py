@@ -38,3 +38,17 @@ def test_browser_binding_cookies() -> None:
     ):
         cleaned = redact(header)
         assert "Zm9vYmFy" not in cleaned and "[redacted]" in cleaned
+
+
+def test_oauth2_codes_states_tokens_and_secrets() -> None:
+    line = '127.0.0.1 - - "GET /oauth2/callback?code=C0DE-123&state=ST4TE_456 HTTP/1.1" 200 -'
+    cleaned = redact(line)
+    assert "C0DE-123" not in cleaned and "ST4TE_456" not in cleaned
+    assert "/oauth2/callback?code=[redacted]&state=[redacted]" in cleaned
+    form = "grant_type=refresh_token&refresh_token=RTRT99&client_secret=CS77&code_verifier=VER55&redirect_uri=x"
+    cleaned = redact(form)
+    assert not {"RTRT99", "CS77", "VER55"} & set(cleaned.replace("&", " ").replace("=", " ").split())
+    assert "grant_type=refresh_token&" in cleaned and "redirect_uri=x" in cleaned
+    assert "AT12" not in redact('{"access_token": "AT12", "token_type": "bearer"}')
+    # An error code field is not a secret: it stays readable.
+    assert redact('{"code":"not_connected"}') == '{"code":"not_connected"}'

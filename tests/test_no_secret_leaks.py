@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from chalicelib.store import Store
 from tests.conftest import API_KEY, Broker, _pem, request_token_of
 from tests.fakejira import FakeJira
+from tests.stored import stored_tokens
 
 
 def _pem_lines(pem: str) -> list[str]:
@@ -53,8 +54,7 @@ def test_a_whole_life_cycle_leaks_nothing(
     verifier = parse_qs(urlsplit(callback).query)["oauth_verifier"][0]
     assert keep(broker.browser("GET", callback)).status == 200
     keep(broker.browser("GET", callback))
-    connection = store.get_connection("acme", "alice")
-    assert connection is not None
+    connection = stored_tokens()
     secrets += [verifier, connection["access_token"], connection["token_secret"], connection["session_handle"]]
 
     # Bob's exchange fails with signature_invalid, whose base string holds his request token and verifier.

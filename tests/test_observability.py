@@ -15,6 +15,7 @@ from chalicelib.logs import logger
 from chalicelib.store import Store
 from tests.conftest import ACME_KEY, API_KEY, Broker, request_token_of
 from tests.fakejira import FakeJira
+from tests.stored import stored_tokens
 
 PROXY = "/v1/teams/acme/users/alice/jira/proxy"
 MYSELF = {"method": "GET", "path": "/rest/api/2/myself"}
@@ -219,9 +220,7 @@ def test_metrics_per_request_in_emf(
     base = next(blob for names, blob in _metric_sets(blobs) if names == ["service"])
     assert {"route", "code", "kind"}.isdisjoint(base)  # the service-level set has only `service`
 
-    connection = store.get_connection("acme", "alice")
-    assert connection is not None
-    jira.revoke_access_token(connection["access_token"])
+    jira.revoke_access_token(stored_tokens()["access_token"])
     output.clear()
     answer = observed.call("POST", PROXY, MYSELF)
     assert answer.status == 401 and answer.error_code == "reauthorization_required"
@@ -297,8 +296,7 @@ def test_per_request_lines_and_metrics_leak_nothing(
     setup_link = observed.call("POST", "/v1/teams/acme/jira/setup-link", {"user": "alice"}).json["url"]
     setup_token = setup_link.rsplit("/", 1)[1]
     observed.browser("GET", setup_link)
-    connection = store.get_connection("acme", "alice")
-    assert connection is not None
+    connection = stored_tokens()
     assert observed.call("POST", PROXY, {**MYSELF, "query": {"expand": "groups"}}).status == 200
     signed = {"method": "GET", "url": jira.base_url + "/rest/api/2/myself"}
     assert observed.call("POST", "/v1/teams/acme/users/alice/jira/sign", signed).status == 200

@@ -12,9 +12,13 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib import aws, oauth1
+from chalicelib.config import load_settings
+from chalicelib.connection_tokens import ConnectionTokens
+from chalicelib.sealing import sealer_for
 from chalicelib.store import Store
 from tests.conftest import CONSUMER_KEY, Answer, Broker, _pem, public_pem
 from tests.fakejira import FAKE_PNG, FakeJira
+from tests.stored import stored_tokens
 
 PROXY = "/v1/teams/acme/users/alice/jira/proxy"
 SIGN = "/v1/teams/acme/users/alice/jira/sign"
@@ -232,20 +236,18 @@ def _reauthorization(answer: Answer, store: Store, connected: Broker, problem: s
 def test_revoked_token_drops_the_connection_and_offers_a_connect_url(
     connected: Broker, jira: FakeJira, store: Store
 ) -> None:
-    connection = store.get_connection("acme", "alice")
-    assert connection is not None
-    jira.revoke_access_token(connection["access_token"])
+    jira.revoke_access_token(stored_tokens()["access_token"])
     _reauthorization(_proxy(connected, method="GET", path="/rest/api/2/myself"), store, connected, "token_revoked")
 
 
 def test_rejected_token(connected: Broker, store: Store) -> None:
-    connection = store.get_connection("acme", "alice")
-    assert connection is not None
+    tokens = ConnectionTokens(store, sealer_for(load_settings()))
+    unknown = tokens.seal("acme", "alice", {**stored_tokens(), "access_token": "unknown-to-jira-0000000000000000"})
     store.client.update_item(
         TableName=store.table_name,
         Key={"pk": {"S": "TEAM#acme"}, "sk": {"S": "USER#alice"}},
-        UpdateExpression="SET access_token = :token",
-        ExpressionAttributeValues={":token": {"S": "unknown-to-jira-0000000000000000"}},
+        UpdateExpression="SET sealed = :sealed",
+        ExpressionAttributeValues={":sealed": {"S": unknown}},
     )
     _reauthorization(_proxy(connected, method="GET", path="/rest/api/2/myself"), store, connected, "token_rejected")
 

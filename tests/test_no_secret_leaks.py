@@ -109,3 +109,50 @@ def test_an_unexpected_exception_is_logged_redacted(broker: Broker, monkeypatch:
     assert "RuntimeError" in logged and "Traceback" in logged  # the traceback is logged ...
     assert "SECRETTOKEN123" not in logged and "SECRETLINKTOKEN" not in logged  # ... redacted
     assert "SECRET" not in answer.text
+
+
+def test_an_oauth2_life_cycle_leaks_nothing(
+    broker: Broker,
+    jira: FakeJira,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Setup (a refused secret, then the right one), connect, a replayed callback, refresh, revoke."""
+    from tests.test_oauth2_flow import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, expire_access_token, setup_oauth2, start
+
+    caplog.set_level(logging.DEBUG)
+    jira.add_oauth2_client(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI)
+    answers: list[Any] = []
+
+    def keep(answer: Any) -> Any:
+        answers.append(answer)
+        return answer
+
+    assert keep(setup_oauth2(broker, jira, client_secret="wrong-secret-123456")).status == 422
+    assert keep(setup_oauth2(broker, jira, user="alice")).status == 201
+    redirect = jira.oauth2_approve(start(broker), "alice")
+    assert keep(broker.browser("GET", redirect)).status == 200
+    assert keep(broker.browser("GET", redirect)).status == 410  # replayed
+    first = stored_tokens()
+    expire_access_token()
+    proxy = "/v1/teams/acme/users/alice/jira/proxy"
+    assert keep(broker.call("POST", proxy, {"method": "GET", "path": "/rest/api/2/myself"})).status == 200
+    second = stored_tokens()
+    keep(broker.call("GET", "/v1/teams/acme/jira"))
+    keep(broker.call("GET", "/v1/teams/acme/users/alice/jira"))
+    jira.revoke_oauth2_grant("alice")
+    assert keep(broker.call("POST", proxy, {"method": "GET", "path": "/rest/api/2/myself"})).status == 401
+
+    query = parse_qs(urlsplit(redirect).query)
+    secrets = [CLIENT_SECRET, "wrong-secret-123456", query["code"][0], *first.values(), *second.values()]
+    verifiers = [call["code_verifier"] for call in jira.oauth2_token_calls("authorization_code")]
+    log_only = [query["state"][0], *verifiers]
+    captured = capfd.readouterr()
+    logs = "\n".join([captured.out, captured.err, caplog.text] + [str(r.__dict__) for r in caplog.records])
+    responses = "\n".join(a.text + str(a.headers) for a in answers)
+    assert "user connected" in logs and "connection dropped by jira" in logs  # the logs are really captured
+    for secret in secrets + log_only:
+        assert len(secret) >= 6
+        assert secret not in logs, f"a secret reached the logs: {secret[:4]}..."
+    for secret in secrets:
+        assert secret not in responses, f"a secret reached a response: {secret[:4]}..."

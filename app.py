@@ -209,6 +209,29 @@ def sign(team: str, user: str) -> Response:
     return json_response(proxy.sign(team, user, _json_body()))
 
 
+# The transparent endpoint: a Jira per user, for unmodified Jira client libraries. Chalice's router has no
+# greedy parameters: deployed, API Gateway matches {proxy+} and puts the rest in pathParameters; under
+# chalice local and the test client, scripts/chalice_local.py teaches chalice's route matcher the same.
+SITE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+@app.route(
+    "/v1/teams/{team}/users/{user}/jira/site/{proxy+}",
+    methods=SITE_METHODS,
+    content_types=["*/*"],
+    authorizer=api_key_auth,
+)
+@_web("site_route", app)
+def jira_site(team: str, user: str) -> Response:
+    from chalicelib import transparent
+
+    request = app.current_request
+    assert request is not None  # Chalice sets it for every HTTP invocation
+    upstream = transparent.site_call(team, user, (request.uri_params or {}).get("proxy", ""), request)
+    accept = request.headers.get("accept")
+    return passthrough_response(upstream.status, upstream.headers, upstream.body, app.api.binary_types, accept)
+
+
 # -- browser pages -------------------------------------------------------------------
 @app.route("/connect/{token}", methods=["GET"], content_types=FORM)
 @_web("link_page_route", CONNECT)

@@ -68,7 +68,7 @@ class Upstream:
     body: bytes
 
 
-def _touch(acting: Acting, settings: Settings) -> None:
+def touch(acting: Acting, settings: Settings) -> None:
     """Record use at most once a minute per connection, not on every call."""
     now = clock.now()
     if now - int(acting.connection.get("last_used_at") or 0) >= LAST_USED_EVERY:
@@ -86,13 +86,13 @@ def proxy_call(team: str, user: str, request: dict[str, Any], settings: Settings
     acting = acting_as(team, user, settings)
     target = f"{path}?{query}" if query else path
     response = acting.auth.send(UserRequest(method, target, body, headers))
-    _touch(acting, settings)
+    touch(acting, settings)
     return Upstream(
-        response.status_code, _returned_headers(response), acting.auth.read_body(response, MAX_RESPONSE_BYTES)
+        response.status_code, returned_headers(response), acting.auth.read_body(response, MAX_RESPONSE_BYTES)
     )
 
 
-def _returned_headers(response: requests.Response) -> dict[str, str]:
+def returned_headers(response: requests.Response) -> dict[str, str]:
     return {name: response.headers[name] for name in RETURNED_RESPONSE_HEADERS if name in response.headers}
 
 
@@ -109,5 +109,5 @@ def sign(team: str, user: str, request: dict[str, Any], settings: Settings | Non
     acting = acting_as(team, user, settings)
     url = _url_under_base(request.get("url"), acting.integration["base_url"])
     signed = acting.auth.authorization(method, url, form)
-    _touch(acting, settings)
+    touch(acting, settings)
     return signed

@@ -36,10 +36,15 @@ def retry_headers(error: BrokerError) -> dict[str, str]:
     return {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
 
 
-def error_response(error: BrokerError) -> Response:
+def error_response(error: BrokerError, *, jira_shaped: bool = False) -> Response:
+    """The broker's envelope; ``jira_shaped`` adds Jira's own error shape beside it (``errorMessages``,
+    ``errors``), which Jira client libraries build their exception text from."""
     headers: dict[str, str | list[str]] = {"Content-Type": JSON, "X-Broker-Error": error.code, **NO_STORE}
     headers.update(retry_headers(error))
-    return Response(body=json.dumps(error.to_dict()), status_code=error.status, headers=headers)
+    body = error.to_dict()
+    if jira_shaped:
+        body.update({"errorMessages": [f"{error.code}: {error.message}"], "errors": {}})
+    return Response(body=json.dumps(body), status_code=error.status, headers=headers)
 
 
 def redirect(location: str, status: int = 303, headers: dict[str, str] | None = None) -> Response:

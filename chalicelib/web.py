@@ -53,8 +53,9 @@ def remember_public_url(request: Request) -> None:
         request_public_url.set(f"https://{domain}/{stage}")
 
 
-def service_route(app: Chalice) -> Callable[[View], View]:
-    """For API routes: validate ``team``/``user`` ids, enforce the key's team scope, answer errors as JSON."""
+def service_route(app: Chalice, *, jira_shaped: bool = False) -> Callable[[View], View]:
+    """For API routes: validate ``team``/``user`` ids, enforce the key's team scope, answer errors as JSON
+    (``jira_shaped``: with Jira's ``errorMessages`` too, see :func:`site_route`)."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
@@ -66,13 +67,18 @@ def service_route(app: Chalice) -> Callable[[View], View]:
                 _check_team_scope(app.current_request, params.get("team"))
                 return view(**params)
             except BrokerError as error:
-                return error_response(error)
+                return error_response(error, jira_shaped=jira_shaped)
             except Exception as error:  # noqa: BLE001 - the envelope must hold for every failure
-                return error_response(_unexpected(error))
+                return error_response(_unexpected(error), jira_shaped=jira_shaped)
 
         return wrapper
 
     return decorate
+
+
+def site_route(app: Chalice) -> Callable[[View], View]:
+    """For the transparent Jira endpoint: a service route whose errors also carry Jira's error shape."""
+    return service_route(app, jira_shaped=True)
 
 
 def page_route(view: View) -> View:

@@ -6,8 +6,9 @@ Prints:
     the proxy and the sign endpoint do it), as a ratio to one raw RSA-2048
     PKCS#1 v1.5 SHA-1 signature made with cryptography; target <= 2;
 (b) the p50 latency of a proxied call through the local stack (chalice local
-    on an embedded moto, to the fake Jira), the p50 of a direct signed request
-    to the same fake Jira, and their ratio;
+    on an embedded moto, to the fake Jira), the p50 of the same call through the
+    transparent per-user endpoint (``.../jira/site/rest/api/2/myself``, its JSON links
+    rewritten), the p50 of a direct signed request to the same fake Jira, and the ratios;
 (c) the AWS API calls per proxied call, counted by a forwarding proxy in front
     of moto, per operation;
 (d) cold starts of the deployment package (``--zip``, as ``make package`` builds it), unpacked
@@ -49,7 +50,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from requests_oauthlib import OAuth1
 
 from chalicelib.apikeys import save_api_key
+from chalicelib.connection_tokens import ConnectionTokens
 from chalicelib.oauth1 import JiraClient
+from chalicelib.sealing import Sealer
 from chalicelib.store import Store
 from scripts.artifact import lambda_environment, unpacked
 from scripts.artifact_driver import http_event, token_event
@@ -338,7 +341,7 @@ def _report_cold(cold: ColdStarts) -> None:
 
 def _measure(
     broker: str, jira: FakeJira, dynamodb: Any, key: rsa.RSAPrivateKey, forwarder: CountingForwarder
-) -> tuple[float, float, Counter[str]]:
+) -> tuple[float, float, float, Counter[str]]:
     # A kept-alive connection, as a bot's client keeps one (the local stack sets TCP_NODELAY).
     proxy_url = f"{broker}/v1/teams/acme/users/alice/jira/proxy"
     body = {"method": "GET", "path": "/rest/api/2/myself"}
@@ -353,14 +356,27 @@ def _measure(
     proxied_p50 = _p50(proxied, CALLS)
     aws_calls = forwarder.take()
 
-    item = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "TEAM#acme"}, "sk": {"S": "USER#alice"}})["Item"]
+    site_url = f"{broker}/v1/teams/acme/users/alice/jira/site/rest/api/2/myself"
+
+    def transparent() -> requests.Response:
+        return client.get(site_url, timeout=30)
+
+    _p50(transparent, WARMUP)
+    transparent_p50 = _p50(transparent, CALLS)
+
+    # The user's tokens, opened as the broker opens them (sealed in the item with the local KMS key).
+    kms = boto3.client("kms", endpoint_url=forwarder.url)
+    tokens = ConnectionTokens(Store(TABLE, client=dynamodb), Sealer(kms_alias("local"), client=kms))
+    item = tokens.read("acme", "alice")
+    assert item is not None
+    opened = tokens.open("acme", "alice", item)
     session = requests.Session()
     auth = OAuth1(
         CONSUMER_KEY,
         signature_method="RSA-SHA1",
         rsa_key=key,
-        resource_owner_key=item["access_token"]["S"],
-        resource_owner_secret=item["token_secret"]["S"],
+        resource_owner_key=opened["access_token"],
+        resource_owner_secret=opened["token_secret"],
     )
 
     def direct() -> requests.Response:
@@ -368,11 +384,17 @@ def _measure(
 
     _p50(direct, WARMUP)
     direct_p50 = _p50(direct, CALLS)
-    return proxied_p50, direct_p50, aws_calls
+    return proxied_p50, transparent_p50, direct_p50, aws_calls
 
 
 def _report(
-    broker_sign: float, raw_sign: float, ratio: float, proxied: float, direct: float, aws_calls: Counter[str]
+    broker_sign: float,
+    raw_sign: float,
+    ratio: float,
+    proxied: float,
+    transparent: float,
+    direct: float,
+    aws_calls: Counter[str],
 ) -> None:
     per_call = {op: count / CALLS for op, count in sorted(aws_calls.items())}
     total = sum(aws_calls.values()) / CALLS
@@ -384,6 +406,10 @@ def _report(
     print(
         f"(b) p50 proxied call through chalice local: {proxied * 1e3:.2f} ms; direct signed request: "
         f"{direct * 1e3:.2f} ms; ratio {proxied / direct:.1f} [{CALLS} calls each]"
+    )
+    print(
+        f"    p50 transparent call (.../jira/site/rest/api/2/myself): {transparent * 1e3:.2f} ms, "
+        f"{transparent / proxied:.2f}x the envelope proxy's; ratio to direct {transparent / direct:.1f}"
     )
     detail = ", ".join(f"{op} {n:.2f}" for op, n in per_call.items()) or "none"
     print(f"(c) AWS API calls per proxied call: {total:.2f} ({detail}) [{CALLS} calls]")

@@ -65,20 +65,26 @@ prepare_chalice_local()  # plain `chalice local`: its AWS stand-in, table and ke
 
 @app.middleware("http")
 def broker_envelope(event: Request, get_response: Callable[[Request], Response]) -> Response:
-    """Every request: learn the public URL it came in on; give Chalice's own errors the broker's envelope."""
+    """Every request: learn the public URL it came in on; give Chalice's own errors the broker's envelope;
+    answer bytes (every answer goes base64 through API Gateway: see ``binary_types`` below)."""
     from chalicelib.deadline import start_request
+    from chalicelib.responses import as_bytes, default_accept
     from chalicelib.web import envelope_chalice_errors, remember_public_url
 
     remember_public_url(event)
+    default_accept(event)  # no Accept: */* (with */* binary, Chalice would answer 400 without one)
     try:
         with start_request(load_settings().request_budget_seconds):  # every Jira call of this request fits in it
-            return envelope_chalice_errors(get_response(event))
+            return as_bytes(envelope_chalice_errors(get_response(event)))
     finally:
         _cold_start_over()
 
 
-# Binary answers the proxy passes through (base64 through API Gateway); the caller's Accept must match.
-app.api.binary_types.extend(["application/pdf", "application/gzip", "application/x-zip-compressed", "image/svg+xml"])
+# Every media type is binary: API Gateway base64-decodes every answer whatever the caller's Accept (it looks
+# only at the first value), and Chalice base64-encodes every answer, so Jira's attachments and avatars reach
+# clients sending "Accept: application/json, */*" or none as bytes. Request bodies arrive base64 (raw_body
+# decodes them). Costs a third more Lambda payload, nothing on the wire: README "Binary answers".
+app.api.binary_types = ["*/*"]
 
 FORM = ["application/x-www-form-urlencoded", "application/json", "multipart/form-data", "text/plain"]
 
@@ -197,8 +203,7 @@ def proxy_call(team: str, user: str) -> Response:
     from chalicelib import proxy
 
     upstream = proxy.proxy_call(team, user, _json_body())
-    accept = app.current_request.headers.get("accept") if app.current_request else None
-    return passthrough_response(upstream.status, upstream.headers, upstream.body, app.api.binary_types, accept)
+    return passthrough_response(upstream.status, upstream.headers, upstream.body)
 
 
 @app.route("/v1/teams/{team}/users/{user}/jira/sign", methods=["POST"], authorizer=api_key_auth)
@@ -228,8 +233,7 @@ def jira_site(team: str, user: str) -> Response:
     request = app.current_request
     assert request is not None  # Chalice sets it for every HTTP invocation
     upstream = transparent.site_call(team, user, (request.uri_params or {}).get("proxy", ""), request)
-    accept = request.headers.get("accept")
-    return passthrough_response(upstream.status, upstream.headers, upstream.body, app.api.binary_types, accept)
+    return passthrough_response(upstream.status, upstream.headers, upstream.body)
 
 
 # -- browser pages -------------------------------------------------------------------

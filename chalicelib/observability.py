@@ -18,7 +18,7 @@ Metrics (namespace ``JiraOAuthBroker``, every set has ``service=jira-oauth-broke
 
 - service only: ``Requests``, ``Errors``, ``ProxiedCalls``, ``JiraLatency`` (ms, one value per
   call), ``JiraErrors`` (all kinds: the template's alarm watches this one), ``Reauthorizations``,
-  ``ConnectionsMade``;
+  ``ConnectionsMade``, ``TokenRefreshes`` (OAuth 2.0 refreshes that reached Jira and succeeded);
 - ``route`` and ``route``+``code`` (``code`` is ``none`` without an error): ``Requests``, ``Errors``;
 - ``kind``: ``JiraErrors``.
 

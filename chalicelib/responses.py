@@ -14,10 +14,12 @@ import json
 from typing import Any
 
 from chalice import Response
+from chalice.app import CaseInsensitiveMapping, Request, handle_extra_types
 
-from .errors import BrokerError
+from .errors import BrokerError, JiraBadResponse
 
 JSON = "application/json"
+JIRA_JSON = "application/json;charset=UTF-8"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -44,6 +46,8 @@ def error_response(error: BrokerError, *, jira_shaped: bool = False) -> Response
     body = error.to_dict()
     if jira_shaped:
         body.update({"errorMessages": [f"{error.code}: {error.message}"], "errors": {}})
+        # Jira's own Content-Type: atlassian-python-api reads a 401's body only under exactly this one.
+        headers["Content-Type"] = JIRA_JSON
     return Response(body=json.dumps(body), status_code=error.status, headers=headers)
 
 
@@ -53,53 +57,51 @@ def redirect(location: str, status: int = 303, headers: dict[str, str] | None = 
     return Response(body="", status_code=status, headers=sent)
 
 
-_TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded")
+# Lambda's limit on a synchronous answer: 6 MB of JSON (the error names 6291556 bytes). Every answer's body
+# goes base64 (4 bytes for 3), beside its status and headers; 64 KiB of those leave this much body.
+LAMBDA_ANSWER_LIMIT = 6_291_556
+MAX_ANSWER_BYTES = (LAMBDA_ANSWER_LIMIT - 64 * 1024) // 4 * 3
 
 
-def first_accept(accept: str | None) -> str:
-    """The first media range of an ``Accept`` header, lower case, without parameters ("" when none)."""
-    return (accept or "").split(",")[0].split(";")[0].strip().lower()
+def default_accept(request: Request) -> None:
+    """Give a request without ``Accept`` the ``Accept: */*`` that its absence means (RFC 9110, 12.5.1).
 
-
-def passthrough_response(
-    status: int, headers: dict[str, str], body: bytes, binary_types: list[str], accept: str | None
-) -> Response:
-    """Jira's own answer, unwrapped: its status, allowed headers and body bytes.
-
-    A binary answer (its Content-Type one of ``binary_types``) goes back as bytes only when the
-    caller's FIRST ``Accept`` value is one of ``binary_types`` too: that is the only case in which
-    API Gateway decodes the base64 body Chalice sends it (Chalice encodes when any value matches,
-    ``*/*`` included). Otherwise the caller would get base64 text labelled as the binary type, so
-    the answer is 406 ``binary_accept_required``, naming the Accept to send. Text goes back as text.
+    With ``*/*`` among the binary types, Chalice answers 400 ("Request did not specify an Accept header")
+    to a request without one, after its view ran. Clients that send none (Go's net/http) get the answer.
     """
-    content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
-    sent: dict[str, str | list[str]] = dict(headers)
-    if content_type in binary_types:
-        if first_accept(accept) in binary_types:
-            return Response(body=body, status_code=status, headers=sent)
-        return error_response(
-            BrokerError(
-                f"Jira answered with binary content ({content_type}). API Gateway returns bytes only when the "
-                f"first Accept value is a binary media type: send 'Accept: {content_type}' (first, if you "
-                "send several). '*/*' is not enough.",
-                code="binary_accept_required",
-                status=406,
-            )
+    if "accept" not in request.headers:
+        request.headers = CaseInsensitiveMapping({**request.headers, "accept": "*/*"})
+
+
+def as_bytes(response: Response) -> Response:
+    """``response`` with a bytes body: API Gateway's binary media types are ``*/*`` (app.py), so Chalice
+    base64-encodes every answer, and it takes only bytes for a Content-Type other than JSON.
+
+    Text becomes UTF-8; bytes stay; any other body (Chalice's own ``{"Code", "Message"}`` errors)
+    becomes the JSON Chalice would write for it.
+    """
+    body = response.body
+    if isinstance(body, str):
+        response.body = body.encode("utf-8")
+    elif not isinstance(body, bytes):
+        response.body = json.dumps(body, separators=(",", ":"), default=handle_extra_types).encode("utf-8")
+    return response
+
+
+def passthrough_response(status: int, headers: dict[str, str], body: bytes) -> Response:
+    """Jira's own answer, unwrapped: its status, allowed headers and exactly its body bytes, whatever they are.
+
+    API Gateway's binary media types are ``*/*``: Chalice sends every answer base64-encoded and API
+    Gateway decodes it for any ``Accept`` (``*/*``, ``application/json, */*``, none), so attachments,
+    avatars, spreadsheets and text in any charset all arrive as Jira sent them.
+
+    Raises ``response_too_large`` (502) for a body whose base64 would not fit Lambda's 6 MB answer:
+    a Jira answer within the proxy's read limit fits, but one grown by link rewriting may not.
+    """
+    if len(body) > MAX_ANSWER_BYTES:
+        raise JiraBadResponse(
+            f"Jira's answer is {len(body)} bytes, more than the {MAX_ANSWER_BYTES} bytes the broker can return "
+            "through AWS Lambda. Ask for less (pagination), or use the sign endpoint and fetch it yourself.",
+            code="response_too_large",
         )
-    if not body:
-        return Response(body="", status_code=status, headers=sent)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        if any(marker in content_type for marker in _TEXT_TYPES):
-            text = body.decode("latin-1")
-        else:
-            return error_response(
-                BrokerError(
-                    f"Jira answered with binary content of type {content_type or 'unknown'}, which the proxy does "
-                    "not pass through. Use the sign endpoint and fetch it yourself.",
-                    code="unsupported_binary_response",
-                    status=502,
-                )
-            )
-    return Response(body=text, status_code=status, headers=sent)
+    return Response(body=body, status_code=status, headers=dict(headers))

@@ -173,16 +173,13 @@ _CHALICE_HINTS = {
     "method_not_allowed": "Check the method against the broker's README.",
     "unsupported_media_type": "Send JSON with 'Content-Type: application/json' (browser forms: "
     "application/x-www-form-urlencoded).",
-    # API Gateway returns bytes only when the FIRST Accept value is one of the API's binary media types;
-    # */* is not one of them, so a caller sending */* first would get base64 text.
-    "bad_request": "For binary answers, send their media type as the first Accept value (such as "
-    "'Accept: image/png'); '*/*' is not enough.",
+    "bad_request": "Check the request against the broker's README.",
 }
 
 
 def envelope_chalice_errors(response: Response) -> Response:
-    """Chalice answers some errors itself as ``{"Code", "Message"}`` (405, 415, a binary type
-    without a matching Accept); give them the broker's envelope and ``X-Broker-Error``."""
+    """Chalice answers some errors itself as ``{"Code", "Message"}`` (405, 415, 400); give them the
+    broker's envelope and ``X-Broker-Error``."""
     body = response.body
     if response.status_code < 400 or not isinstance(body, dict) or set(body) != {"Code", "Message"}:
         return response

@@ -5,7 +5,9 @@ table, the stage's KMS key (``alias/jira-oauth-broker-<stage>``: it seals the st
 three API keys (valid, team-scoped, revoked), unpacks ``deployment.zip`` into a temp dir and
 runs ``scripts/artifact_driver.py`` in the clean runtime interpreter (``.venv-lambda``: python3.11
 with only the runtime's boto3) with the stage's environment variables, fake credentials and
-``AWS_ENDPOINT_URL``. The driver calls both handlers with API Gateway's events.
+``AWS_ENDPOINT_URL``. The driver calls both handlers with API Gateway's events, and plays API
+Gateway from the packaged template next to the zip (``sam.json``): its resources (routing), binary
+media types (base64 both ways) and Gateway Responses.
 
 Example::
 
@@ -16,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -34,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from chalicelib.apikeys import save_api_key
 from chalicelib.store import Store, token_hash
 from scripts.local_aws import FAKE_CREDENTIALS, ROOT, create_kms_key, create_table, start_moto, use_fake_credentials
-from tests.fakejira import FakeJira
+from tests.fakejira import FAKE_PNG, FakeJira
 
 DRIVER = ROOT / "scripts" / "artifact_driver.py"
 CONSUMER_KEY = "jira-oauth-broker"
@@ -122,6 +125,21 @@ def local_services(table: str, stage: str = "dev") -> Iterator[dict[str, Any]]:
         moto.stop()
 
 
+def api_gateway_config(template: Path) -> dict[str, Any]:
+    """What API Gateway knows from the packaged template: resources and their methods, binary media types,
+    Gateway Responses (as written in the SAM API)."""
+    api = json.loads(template.read_text())["Resources"]["RestAPI"]["Properties"]
+    definition = api["DefinitionBody"]
+    methods = {"get", "put", "post", "delete", "patch", "head", "options"}
+    return {
+        "resources": {
+            path: sorted(m.upper() for m in spec if m in methods) for path, spec in definition["paths"].items()
+        },
+        "binary_media_types": definition.get("x-amazon-apigateway-binary-media-types", []),
+        "gateway_responses": api["GatewayResponses"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--zip", type=Path, required=True)
@@ -144,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory() as work,
     ):
         config = {k: v for k, v in services.items() if k not in {"jira", "endpoint"}}
+        config.update(api_gateway_config(args.zip.parent / "sam.json"))
+        config["fake_png"] = base64.b64encode(FAKE_PNG).decode()
         config_file = Path(work) / "config.json"
         config_file.write_text(json.dumps(config))
         env = lambda_environment(args.stage, f"jira-oauth-broker-{args.stage}", services["endpoint"], table, prefix)

@@ -8,6 +8,13 @@ Usage (by scripts/artifact.py)::
 
     .venv-lambda/bin/python -B -s scripts/artifact_driver.py TASK_ROOT CONFIG.json
 
+API Gateway itself is played by :class:`ApiGateway`, from the packaged template (``sam.json``): it
+routes a path to its resource (``{proxy+}`` takes one or more segments) and decodes ``pathParameters``;
+it base64-encodes a request body whose Content-Type matches the API's binary media types (``*/*``:
+every body, ``isBase64Encoded: true``); it decodes a base64 answer when the caller's first Accept value
+matches them (``*/*``: any Accept, or none); it answers a path no resource matches with its
+MISSING_AUTHENTICATION_TOKEN Gateway Response, without calling a function.
+
 Each check prints one line; the last line is ``artifact: N passed, N failed``, and the exit
 status is 1 when any failed.
 """
@@ -25,14 +32,16 @@ import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 DOMAIN = "abc123defg.execute-api.us-east-1.amazonaws.com"
 STAGE = "api"
 ACCOUNT = "123456789012"
 API_ID = "abc123defg"
 PUBLIC_URL = f"https://{DOMAIN}/{STAGE}"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SITE_ROUTE = "/v1/teams/{team}/users/{user}/jira/site/{proxy+}"
+SITE = "/v1/teams/acme/users/alice/jira/site"
+SITE_PARAMS = {"team": "acme", "user": "alice"}
 
 
 class FakeContext:
@@ -71,11 +80,14 @@ def http_event(
     params: dict[str, str] | None = None,
     *,
     headers: dict[str, str] | None = None,
-    query: dict[str, str] | None = None,
+    query: dict[str, str | list[str]] | None = None,
     body: str | bytes | None = None,
     base64_body: bool = False,
     authorizer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The event API Gateway sends: ``params`` and ``query`` values decoded, as API Gateway decodes them
+    (a query name with several values: all in ``multiValueQueryStringParameters``, the last in
+    ``queryStringParameters``); an empty body is no body."""
     sent = {
         "Host": DOMAIN,
         "User-Agent": "artifact-driver",
@@ -85,6 +97,8 @@ def http_event(
         **(headers or {}),
     }
     raw = body.encode() if isinstance(body, str) else body
+    raw = raw or None
+    multi = {k: v if isinstance(v, list) else [v] for k, v in query.items()} if query else None
     context: dict[str, Any] = {
         "resourceId": "abc123",
         "resourcePath": resource,
@@ -110,14 +124,93 @@ def http_event(
         "httpMethod": method,
         "headers": sent,
         "multiValueHeaders": {name: [value] for name, value in sent.items()},
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
+        "queryStringParameters": {k: v[-1] for k, v in multi.items()} if multi else None,
+        "multiValueQueryStringParameters": multi,
         "pathParameters": params or None,
         "stageVariables": None,
         "requestContext": context,
         "body": None if raw is None else (base64.b64encode(raw).decode() if base64_body else raw.decode()),
-        "isBase64Encoded": base64_body,
+        "isBase64Encoded": raw is not None and base64_body,
     }
+
+
+# -- API Gateway around the function, from the packaged template --------------------------------
+def media_type_matches(value: str, patterns: list[str]) -> bool:
+    """``value`` (one media type, maybe with parameters; "" for none) against binary media types
+    (``*/*``, ``image/*``, ``image/png``)."""
+    kind = value.split(";")[0].strip().lower()
+    for pattern in (p.lower() for p in patterns):
+        major, _, _ = pattern.partition("/")
+        if pattern == "*/*" or pattern == kind or (pattern.endswith("/*") and kind.startswith(major + "/")):
+            return True
+    return False
+
+
+class ApiGateway:
+    """What API Gateway (REST API, Lambda proxy) does around the function: see the module's docstring."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.resources: dict[str, list[str]] = config["resources"]
+        self.binary_media_types: list[str] = config["binary_media_types"]
+        self.gateway_responses: dict[str, Any] = config["gateway_responses"]
+
+    def route(self, method: str, path: str) -> tuple[str, dict[str, str]] | None:
+        """The resource and decoded ``pathParameters`` for ``method path``; None: no resource has the method.
+
+        At each segment a fixed name beats ``{name}``, which beats the greedy ``{name+}`` (one or more segments).
+        """
+        segments = path.strip("/").split("/") if path.strip("/") else []
+        best: tuple[tuple[int, ...], str, dict[str, str]] | None = None
+        for resource, methods in self.resources.items():
+            if method not in methods:
+                continue
+            found = self._match(resource.strip("/").split("/") if resource.strip("/") else [], segments)
+            if found is not None and (best is None or found[0] < best[0]):
+                best = (found[0], resource, found[1])
+        return None if best is None else (best[1], best[2])
+
+    @staticmethod
+    def _match(template: list[str], segments: list[str]) -> tuple[tuple[int, ...], dict[str, str]] | None:
+        rank: list[int] = []
+        params: dict[str, str] = {}
+        for index, part in enumerate(template):
+            if part.startswith("{") and part.endswith("+}"):
+                rest = segments[index:]
+                if index != len(template) - 1 or not rest or not "/".join(rest):
+                    return None
+                params[part[1:-2]] = unquote("/".join(rest))
+                return (*rank, 2), params
+            if index >= len(segments):
+                return None
+            if part.startswith("{") and part.endswith("}"):
+                params[part[1:-1]] = unquote(segments[index])
+                rank.append(1)
+            elif part == segments[index]:
+                rank.append(0)
+            else:
+                return None
+        return (tuple(rank), params) if len(template) == len(segments) else None
+
+    def encodes_request(self, content_type: str | None) -> bool:
+        """Whether a request body reaches the function base64-encoded (``isBase64Encoded: true``)."""
+        return media_type_matches(content_type or "", self.binary_media_types)
+
+    def decodes_answer(self, accept: str | None) -> bool:
+        """Whether a base64 answer reaches the caller decoded: the FIRST Accept value decides."""
+        return media_type_matches((accept or "").split(",")[0], self.binary_media_types)
+
+    def received(self, answer: dict[str, Any], accept: str | None) -> bytes:
+        """The body bytes the caller receives for the function's ``answer``."""
+        body = str(answer.get("body") or "")
+        if answer.get("isBase64Encoded") and self.decodes_answer(accept):
+            return base64.b64decode(body)
+        return body.encode()  # base64 text, when API Gateway does not decode it
+
+    def not_routed(self) -> tuple[int, dict[str, str], bytes]:
+        """API Gateway's answer to a path with no resource (its 403 "Missing Authentication Token")."""
+        response = self.gateway_responses["MISSING_AUTHENTICATION_TOKEN"]
+        headers = {k: v.strip("'") for k, v in response["ResponseParameters"]["Headers"].items()}
+        return int(response["StatusCode"]), headers, response["ResponseTemplates"]["application/json"].encode()
 
 
 # -- what API Gateway requires of the answers ---------------------------------------------------
@@ -186,6 +279,10 @@ def check_policy(policy: Any, method_arn: str) -> bool:
 
 
 # -- the run -----------------------------------------------------------------------------------
+# The Accept values the checks try: none, browsers', Jira client libraries' ("application/json, */*").
+ACCEPTS = ("*/*", "image/png", "application/json, image/png", "application/json, */*", "application/json", None)
+
+
 class Driver:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -196,6 +293,8 @@ class Driver:
 
         self.api_handler = handler_module.app
         self.authorizer = handler_module.api_key_auth
+        self.gateway = ApiGateway(config)
+        self.fake_png = base64.b64decode(config["fake_png"])
 
     def check(self, name: str, action: Callable[[], object]) -> None:
         try:
@@ -216,15 +315,28 @@ class Driver:
     def call(
         self, method: str, path: str, resource: str, params: dict[str, str] | None = None, **kwargs: Any
     ) -> dict[str, Any]:
-        """One API request: the authorizer first when the route needs it (as API Gateway does), then the API."""
+        """One API request: the authorizer first when the route needs it (as API Gateway does), then the API.
+
+        ``resource`` and ``params`` are what API Gateway's router makes of ``path`` (checked); the body is
+        base64 when the API's binary media types match its Content-Type (``*/*``: always).
+        """
+        routed = self.gateway.route(method, urlsplit(path).path)
+        assert routed == (resource, params or {}), f"API Gateway routes {method} {path} to {routed}"
         token = kwargs.pop("token", None)
         if token is not None:
             policy, allowed = self.authorize(token, method, path)
             assert allowed, f"authorizer refused {method} {path}"
             kwargs["authorizer"] = {"principalId": policy["principalId"], **policy.get("context", {})}
-        event = http_event(method, path, resource, params, **kwargs)
+        content_type = {k.lower(): v for k, v in (kwargs.get("headers") or {}).items()}.get("content-type")
+        event = http_event(
+            method, path, resource, params, base64_body=self.gateway.encodes_request(content_type), **kwargs
+        )
+        if event["body"] is not None:
+            assert event["isBase64Encoded"] is True, "with */* binary, API Gateway sends every body base64"
         answer = self.api_handler(event, FakeContext("jira-oauth-broker-dev"))
         check_proxy_answer(answer)
+        # Chalice encodes every answer (*/* binary), and API Gateway decodes every one: consistent.
+        assert answer.get("isBase64Encoded") is True, f"an answer API Gateway would not decode: {answer}"
         return dict(answer)
 
     def service(self, method: str, path: str, resource: str, body: Any = None, **kwargs: Any) -> dict[str, Any]:
@@ -246,9 +358,16 @@ class Driver:
         self.check("connect page (GET): form action on API Gateway's domain and stage", lambda: self.page(state))
         self.check("Continue (POST): 303 to Jira and the browser cookie", lambda: self.continue_(state))
         self.check("Jira's Allow, then the callback with the cookie: connected", lambda: self.callback(state))
-        for accept in ("*/*", "image/png", "application/json, image/png", None):
+        for accept in ACCEPTS:
             self.check(f"proxy, JSON answer, Accept {accept!r}", lambda a=accept: self.proxy_json(a))  # type: ignore[misc]
             self.check(f"proxy, binary answer, Accept {accept!r}", lambda a=accept: self.proxy_binary(a))  # type: ignore[misc]
+        self.check("site {proxy+}: GET rest/api/2/myself, the user's JSON", self.site_myself)
+        self.check("site {proxy+}: GET with a repeated query, links moved to the site", self.site_query)
+        self.check("site {proxy+}: POST a JSON body (base64 from API Gateway), 201", self.site_post)
+        self.check("site {proxy+}: %40 in the path reaches Jira decoded once", self.site_decoded)
+        for accept in ACCEPTS:
+            self.check(f"site {{proxy+}}: binary answer, Accept {accept!r}", lambda a=accept: self.site_binary(a))  # type: ignore[misc]
+        self.check("site {proxy+}: nothing after site/ is no route (API Gateway's 404 not_found)", self.site_empty)
         self.check("sign (POST)", self.sign)
         self.check("setup page (GET, then a multipart POST with a key file, base64 body)", self.setup_page)
         print(f"artifact: {self.passed} passed, {self.failed} failed", flush=True)
@@ -306,7 +425,6 @@ class Driver:
             token=headers["Authorization"],
             headers=headers,
             body=json.dumps(body),
-            base64_body=True,
         )
         assert answer["statusCode"] == 201, answer
         created = body_json(answer)
@@ -378,21 +496,71 @@ class Driver:
 
     def proxy_json(self, accept: str | None) -> None:
         answer = self._proxy("/rest/api/2/myself", accept)
-        assert answer["statusCode"] == 200 and not answer.get("isBase64Encoded"), answer
-        assert body_json(answer)["name"] == "alice", answer
+        assert answer["statusCode"] == 200, answer
+        assert json.loads(self.gateway.received(answer, accept))["name"] == "alice", answer
 
     def proxy_binary(self, accept: str | None) -> None:
-        """Bytes exactly when API Gateway would decode them (the first Accept value binary); else a 406."""
+        """Jira's bytes, exactly, whatever the Accept: API Gateway decodes every answer (*/* binary)."""
         answer = self._proxy("/rest/fake/binary", accept)
-        first = (accept or "").split(",")[0].split(";")[0].strip().lower()
-        if first == "image/png":
-            assert answer["statusCode"] == 200 and answer.get("isBase64Encoded") is True, answer
-            assert header(answer, "Content-Type") == "image/png", answer["headers"]
-            assert body_bytes(answer).startswith(PNG_MAGIC), body_bytes(answer)[:16]
-        else:
-            assert answer["statusCode"] == 406 and not answer.get("isBase64Encoded"), answer
-            assert header(answer, "X-Broker-Error") == "binary_accept_required", answer["headers"]
-            assert "Accept: image/png" in body_json(answer)["error"]["message"], answer
+        assert answer["statusCode"] == 200, answer
+        assert header(answer, "Content-Type") == "image/png", answer["headers"]
+        assert self.gateway.received(answer, accept) == self.fake_png, self.gateway.received(answer, accept)[:16]
+
+    # the transparent site: events exactly as API Gateway sends them for .../site/{proxy+}
+    def _site(self, method: str, rest: str, accept: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """``rest``: the path after ``site/`` as sent (percent-encoded); ``proxy`` is it decoded."""
+        headers = {"Accept": accept} if accept is not None else {}
+        headers.update(kwargs.pop("headers", {}))
+        params = {**SITE_PARAMS, "proxy": unquote(rest)}
+        return self.service(method, f"{SITE}/{rest}", SITE_ROUTE, params=params, headers=headers, **kwargs)
+
+    def site_myself(self) -> None:
+        accept = "application/json, */*"
+        answer = self._site("GET", "rest/api/2/myself", accept)
+        assert answer["statusCode"] == 200, answer
+        me = json.loads(self.gateway.received(answer, accept))
+        assert me["name"] == "alice" and me["displayName"] == "Alice Example", me
+
+    def site_query(self) -> None:
+        accept = "application/json"
+        query: dict[str, str | list[str]] = {"jql": "project = ABC ORDER BY key", "fields": ["summary", "status"]}
+        answer = self._site("GET", "rest/api/2/search", accept, query=query)
+        assert answer["statusCode"] == 200, answer
+        found = json.loads(self.gateway.received(answer, accept))
+        assert found["total"] >= 1 and found["issues"], found
+        assert found["query"] == {"jql": ["project = ABC ORDER BY key"], "fields": ["summary", "status"]}, found
+        for issue in found["issues"]:
+            assert issue["self"].startswith(f"{PUBLIC_URL}{SITE}/rest/api/2/issue/"), issue["self"]
+        assert self.config["jira_base_url"] not in json.dumps(found)
+
+    def site_post(self) -> None:
+        fields = {"project": {"key": "ABC"}, "issuetype": {"name": "Task"}, "summary": "Filed through the site"}
+        answer = self._site("POST", "rest/api/2/issue", "application/json, */*", body={"fields": fields})
+        assert answer["statusCode"] == 201, answer
+        created = json.loads(self.gateway.received(answer, "application/json, */*"))
+        assert created["key"].startswith("ABC-") and created["self"].startswith(f"{PUBLIC_URL}{SITE}/"), created
+
+    def site_decoded(self) -> None:
+        answer = self._site("GET", "rest/api/2/thing/bob%40example.com", "application/json")
+        assert answer["statusCode"] == 200, answer
+        echo = json.loads(self.gateway.received(answer, "application/json"))
+        assert echo["path"] == "/rest/api/2/thing/bob@example.com", echo  # not %2540: decoded once
+
+    def site_binary(self, accept: str | None) -> None:
+        answer = self._site("GET", "rest/fake/binary", accept)
+        assert answer["statusCode"] == 200 and header(answer, "Content-Type") == "image/png", answer
+        assert self.gateway.received(answer, accept) == self.fake_png, self.gateway.received(answer, accept)[:16]
+
+    def site_empty(self) -> None:
+        """{proxy+} needs a segment: API Gateway matches no resource and calls neither function."""
+        for method, path in (("GET", SITE), ("GET", f"{SITE}/"), ("POST", f"{SITE}/"), ("OPTIONS", f"{SITE}/x")):
+            assert self.gateway.route(method, path) is None, (method, path, self.gateway.route(method, path))
+        status, headers, body = self.gateway.not_routed()
+        error = json.loads(body)
+        assert status == 404 and headers["X-Broker-Error"] == "not_found" and error["error"]["code"] == "not_found"
+        assert error["errorMessages"] == [f"not_found: {error['error']['message']}"] and error["errors"] == {}
+        # The router is the one that routes the site: one segment and more.
+        assert self.gateway.route("GET", f"{SITE}/x") == (SITE_ROUTE, {**SITE_PARAMS, "proxy": "x"})
 
     def sign(self) -> None:
         url = self.config["jira_base_url"] + "/rest/api/2/myself"
@@ -443,9 +611,7 @@ class Driver:
             "Origin": f"https://{DOMAIN}",
             "Sec-Fetch-Site": "same-origin",
         }
-        done = self.call(
-            "POST", f"/setup/{token}", "/setup/{token}", {"token": token}, headers=headers, body=body, base64_body=True
-        )
+        done = self.call("POST", f"/setup/{token}", "/setup/{token}", {"token": token}, headers=headers, body=body)
         assert done["statusCode"] == 303, (done["statusCode"], body_bytes(done)[:400])
         location = header(done, "Location") or ""
         assert location.startswith(self.config["jira_base_url"] + "/plugins/servlet/oauth/authorize?"), location

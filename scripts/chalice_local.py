@@ -16,6 +16,10 @@
    bot fanning out, 20 callbacks at once) would otherwise see dropped SYNs and 1 s retries.
 5. The access log redacted (``chalicelib.logs.redact``): it prints full paths, connect-link
    tokens and ``oauth_token``/``oauth_verifier`` included.
+6. Greedy path variables: a route whose last segment is ``{name+}`` (the transparent Jira site,
+   ``.../jira/site/{proxy+}``) matches one or more remaining segments, which arrive joined with
+   ``/`` and percent-decoded once in ``pathParameters[name]``, as API Gateway sends them. Chalice's
+   router knows only one-segment ``{name}`` (aws/chalice#2012, still open, would add them).
 
 :func:`emulate_api_gateway` applies them to chalice's classes, which chalice local and
 Chalice's test client (``chalice.test.Client``, same ``LocalGateway``) share. Importing
@@ -27,9 +31,11 @@ this module applies them; a plain ``chalice local`` (any stage) applies them too
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
 
 from chalice.cli import main
 from chalice.local import (
@@ -38,7 +44,9 @@ from chalice.local import (
     LocalAuthPair,
     LocalGatewayAuthorizer,
     LocalGatewayException,
+    MatchResult,
     NotAuthorizedError,
+    RouteMatcher,
     ThreadedHTTPServer,
 )
 
@@ -121,6 +129,59 @@ def _authorize_or_answer(self: LocalGatewayAuthorizer, *args: Any, **kwargs: Any
         ) from None
 
 
+# A route whose last segment is API Gateway's greedy path variable, ``{name+}``.
+_GREEDY = re.compile(r"/\{(\w+)\+\}$")
+_match_route = RouteMatcher.match_route
+
+
+def greedy_name(route: str) -> str | None:
+    """``proxy`` for ``/a/{b}/c/{proxy+}``; None for a route without a greedy last segment."""
+    found = _GREEDY.search(route)
+    return found.group(1) if found else None
+
+
+def _match_route_or_greedy(self: RouteMatcher, url: str) -> MatchResult:
+    """chalice's own matching, then a greedy ``{name+}`` route (a wrapper, not a fork: aws/chalice#2012).
+
+    chalice's matcher knows only one-segment ``{name}``: it would match ``{proxy+}`` against exactly one
+    segment, under the key ``proxy+``. So it runs first on the routes without a greedy segment (concrete
+    routes and ``{name}`` captures win, and their parameters stay as chalice local gives them:
+    percent-encoded). Only if none matches, a greedy route matches when its prefix does (same rules) and
+    at least one non-empty segment is left, as API Gateway's ``{proxy+}`` needs: the rest, joined with
+    ``/`` and percent-decoded once, as API Gateway decodes ``pathParameters``. Nothing left after the
+    prefix (``.../site``, ``.../site/``) matches nothing: chalice local's unknown-route answer, which
+    :func:`render` turns into the MISSING_AUTHENTICATION_TOKEN Gateway Response, as deployed.
+    """
+    greedy = [route for route in self.route_urls if greedy_name(route)]
+    if not greedy:
+        return _match_route(self, url)
+    try:
+        return _match_route(RouteMatcher([r for r in self.route_urls if r not in greedy]), url)
+    except ValueError:
+        pass
+    parsed = urlparse(url)
+    path = parsed.path
+    if path != "/" and path.endswith("/"):
+        path = path[:-1]  # as chalice does (API Gateway drops a trailing slash)
+    parts = path.split("/")
+    # The longest prefix first (API Gateway prefers the most specific resource); then chalice's order.
+    for route in sorted(greedy, key=lambda r: -r.count("/")):
+        prefix = route.split("/")[:-1]
+        rest = "/".join(parts[len(prefix) :])
+        if len(parts) <= len(prefix) or not rest:
+            continue
+        captured: dict[str, str] = {}
+        for given, wanted in zip(parts, prefix, strict=False):
+            if wanted.startswith("{") and wanted.endswith("}"):
+                captured[wanted[1:-1]] = given
+            elif given != wanted:
+                break
+        else:
+            captured[str(greedy_name(route))] = unquote(rest)
+            return MatchResult(route, captured, parse_qs(parsed.query, keep_blank_values=True))
+    raise ValueError(f"No matching route found for: {url}")
+
+
 def _redacted_log_message(self: ChaliceRequestHandler, fmt: str, *args: Any) -> None:
     _log_message(self, "%s", redact(fmt % args))
 
@@ -135,6 +196,7 @@ def emulate_api_gateway() -> None:
     LocalGatewayAuthorizer.authorize = _authorize_or_answer  # type: ignore[method-assign]
     ChaliceRequestHandler._send_error_response = _send_error_response  # type: ignore[method-assign]
     ChaliceRequestHandler.log_message = _redacted_log_message
+    RouteMatcher.match_route = _match_route_or_greedy  # type: ignore[method-assign]
 
 
 emulate_api_gateway()

@@ -10,7 +10,11 @@ is in the tools venv; this module needs nothing else). It transforms the templat
 - the stage writes JSON access logs with the route template (``$context.resourcePath``), never the raw path
   (``$context.path`` carries connect and setup link tokens), to the stack's access log group;
 - the stage is throttled (rate and burst from the template's parameters);
-- the API waits for the account's API Gateway CloudWatch role when the stack creates it.
+- the API waits for the account's API Gateway CloudWatch role when the stack creates it;
+- every method declares each of its path's variables as a path parameter (API Gateway's import expects each
+  declared, and Chalice does not declare the greedy ``{proxy+}``: scripts/infra.py adds it);
+- every media type is binary (``*/*``): the app base64-encodes every answer, which API Gateway then
+  decodes for any Accept.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import copy
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,8 @@ ACCESS_LOG_FIELDS = (
 )
 # Raw paths and query strings: connect and setup links carry their tokens there, the callback its verifier.
 FORBIDDEN_LOG_VARIABLES = ("$context.path", "$context.requestOverride", "$input.")
+PATH_VARIABLE = re.compile(r"\{(\w+)\+?\}")
+HTTP_METHODS = {"get", "put", "post", "delete", "head", "patch"}  # not OPTIONS: Chalice's CORS mock
 
 
 class _NoManagedPolicies:
@@ -103,6 +110,10 @@ def problems(template: dict[str, Any]) -> list[str]:
             found.append(f"Gateway Response {kind} differs in the RestApi's definition: {got}")
         if str(response.get("StatusCode", "")) != str(got.get("statusCode", "")):
             found.append(f"Gateway Response {kind}: status {got.get('statusCode')} in the definition")
+    body = rest["Properties"].get("Body", {})
+    found.extend(undeclared_path_parameters(body))
+    if "*/*" not in body.get("x-amazon-apigateway-binary-media-types", []):
+        found.append("the API's binary media types lack */*: base64 answers would reach some callers undecoded")
     if "ApiGatewayAccountReady" not in (rest.get("DependsOn") or []):
         found.append(f"{rest_id} does not wait for the account's API Gateway CloudWatch role (ApiGatewayAccountReady)")
 
@@ -147,6 +158,22 @@ def problems(template: dict[str, Any]) -> list[str]:
     return found
 
 
+def undeclared_path_parameters(definition: dict[str, Any]) -> list[str]:
+    """Each path variable (``{team}``, ``{proxy+}``) a method of the swagger ``definition`` does not declare."""
+    found = []
+    for path, methods in definition.get("paths", {}).items():
+        wanted = PATH_VARIABLE.findall(path)
+        for method, spec in methods.items():
+            if method not in HTTP_METHODS or "x-amazon-apigateway-integration" not in spec:
+                continue
+            params = spec.get("parameters", [])
+            declared = [p.get("name") for p in params if p.get("in") == "path" and p.get("required")]
+            missing = [name for name in wanted if name not in declared]
+            if missing:
+                found.append(f"{method.upper()} {path} does not declare its path parameters {missing}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("template", type=Path, help="the packaged SAM template (out/STAGE/template/sam.json)")
@@ -161,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     responses = _one(out, "AWS::ApiGateway::RestApi")[1]["Properties"]["Body"]["x-amazon-apigateway-gateway-responses"]
     print(
         f"{args.template}: SAM transform OK: {len(responses)} Gateway Responses in the RestApi's definition, "
-        f"redeployed on change ({deployment_id(out)}); JSON access log by route; stage throttled"
+        f"redeployed on change ({deployment_id(out)}); JSON access log by route; stage throttled; "
+        "path parameters declared; every media type binary"
     )
     return 0
 

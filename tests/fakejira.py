@@ -5,7 +5,9 @@ OAuth servlets under the context path, Jira's OAuth Problem Reporting format,
 ``/rest/api/2/serverInfo`` and ``/rest/api/2/myself``. A little of Jira's REST API
 answers as Jira does, on a project ``ABC`` with two issues: ``GET``/``POST``
 ``/rest/api/2/search``, ``GET /rest/api/2/issue/{key}``, ``POST /rest/api/2/issue``
-(201 ``{"id", "key", "self"}``) and ``POST /rest/api/2/issue/{key}/attachments``.
+(201 ``{"id", "key", "self"}``) and ``POST /rest/api/2/issue/{key}/attachments``; what client
+libraries need besides (editing an issue, downloading attachments, the field list) is in
+``tests/fakejira_rest.py``.
 Any other signed ``/rest/...`` call gets a JSON echo of the request (``method``,
 ``path``, ``query``, ``user``, ``body``); with ``echo=True`` (the default, for the
 tests written against the echo) the modelled JSON objects carry those fields too.
@@ -66,6 +68,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 # Response lives in the OAuth 2.0 module, which imports nothing from this one at run time.
 from tests.fakejira_oauth2 import Answered, OAuth2Provider, Response, bearer_token
+from tests.fakejira_rest import JiraRestModel
 
 REQUEST_TOKEN_TTL = 600  # Jira's request tokens live 10 minutes
 ACCESS_TOKEN_TTL = 157_680_000  # 5 years, as Jira's oauth_expires_in says
@@ -231,6 +234,7 @@ class _Issue:
     assignee: str | None = None
     labels: list[str] = field(default_factory=list)
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    updated: float = 0.0  # 0: never edited (the creation time)
 
 
 class _JiraError(Exception):
@@ -270,7 +274,7 @@ class _Unauthenticated(Exception):
 # ---------------------------------------------------------------- the fake
 
 
-class FakeJira(OAuth2Provider):
+class FakeJira(OAuth2Provider, JiraRestModel):
     """A Jira Server OAuth 1.0a (and Data Center OAuth 2.0) provider on loopback. See the module docstring."""
 
     def __init__(
@@ -305,6 +309,7 @@ class FakeJira(OAuth2Provider):
         self._body_faults: dict[str, tuple[str, float]] = {}
         self.hook_errors: list[BaseException] = []
         self._init_oauth2()
+        self._init_rest_model()
 
     # ---- lifecycle
 
@@ -767,20 +772,27 @@ class FakeJira(OAuth2Provider):
         if route is None:
             return _json(200, echo)
         try:
-            status_code, payload = route(req, user)
+            answer = route(req, user)
         except _JiraError as error:
-            status_code, payload = error.status, error.payload
+            answer = error.status, error.payload
+        if isinstance(answer, Response):  # not JSON: a download, a 204
+            return answer
+        status_code, payload = answer
         if self.echo and isinstance(payload, dict):
             payload = {**payload, **{k: v for k, v in echo.items() if k not in payload}}
         return _json(status_code, payload)
 
     # ---- the REST API Jira's way (a project, its issues, attachments)
 
-    def _jira_route(self, req: _Request) -> Callable[[_Request, dict[str, Any]], tuple[int, Any]] | None:
+    def _jira_route(self, req: _Request) -> Callable[[_Request, dict[str, Any]], Any] | None:
         """The modelled REST route for this request, or None (the echo answers).
 
         JSON routes model only JSON bodies: a form or text body gets the echo (Jira would answer 415).
+        Client libraries' routes (editing, downloads, fields) are in ``tests/fakejira_rest.py``.
         """
+        more = self._rest_model_route(req)
+        if more is not None:
+            return more
         is_json = req.headers.get("content-type", "").lower().startswith("application/json")
         if req.path == "/rest/api/2/search":
             if req.method == "GET":
@@ -878,7 +890,7 @@ class FakeJira(OAuth2Provider):
             "labels": list(issue.labels),
             "attachment": [dict(attachment) for attachment in issue.attachments],
             "created": created,
-            "updated": created,
+            "updated": _jira_time(issue.updated) if issue.updated else created,
         }
 
     def _issue_json(self, issue: _Issue, acting: str, fields: set[str] | None, expand: str) -> dict[str, Any]:
@@ -1005,23 +1017,12 @@ class FakeJira(OAuth2Provider):
         files = _multipart_files(req.headers.get("content-type", ""), req.body)
         if not files:
             raise _JiraError(400, "Send the files as multipart/form-data parts named 'file'")
-        site, author = self._site(), self._user_json(user["name"])
-        added = []
+        author = self._user_json(user["name"])
         with self._lock:
-            for filename, mime_type, content in files:
-                attachment_id = self._next_id("attachment")
-                added.append(
-                    {
-                        "self": f"{site}/rest/api/2/attachment/{attachment_id}",
-                        "id": str(attachment_id),
-                        "filename": filename,
-                        "author": author,
-                        "created": _jira_time(self.now()),
-                        "size": len(content),
-                        "mimeType": mime_type,
-                        "content": f"{site}/secure/attachment/{attachment_id}/{quote(filename)}",
-                    }
-                )
+            added = [
+                self._new_attachment(filename, mime_type, content, author, _jira_time(self.now()))
+                for filename, mime_type, content in files
+            ]
             issue.attachments.extend(added)
         return 200, added
 
@@ -1085,7 +1086,7 @@ class FakeJira(OAuth2Provider):
             return servlets[(req.method, req.path)]
         if any(path == req.path for _, path in servlets):
             return lambda _req: Response(405, b"Method Not Allowed")
-        if req.path.startswith("/rest/"):
+        if req.path.startswith("/rest/") or self.is_download(req.path):
             return self.rest
         return None
 
@@ -1239,8 +1240,8 @@ def _wanted_fields(values: list[str]) -> set[str] | None:
     return names
 
 
-def _multipart_files(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
-    """(file name, media type, bytes) of each ``file`` part of a multipart/form-data body."""
+def _multipart_files(content_type: str, body: bytes) -> list[tuple[str, str | None, bytes]]:
+    """(file name, media type as sent or None, bytes) of each ``file`` part of a multipart/form-data body."""
     if not content_type.lower().startswith("multipart/form-data"):
         return []
     head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", errors="replace")
@@ -1251,7 +1252,8 @@ def _multipart_files(content_type: str, body: bytes) -> list[tuple[str, str, byt
             continue
         content = part.get_payload(decode=True)
         data = content if isinstance(content, bytes) else b""
-        files.append((part.get_filename() or "attachment", part.get_content_type(), data))
+        declared = part.get_content_type() if part.get("content-type") else None
+        files.append((part.get_filename() or "attachment", declared, data))
     return files
 
 
@@ -1316,6 +1318,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+    do_HEAD = do_GET  # as Tomcat: GET's status and headers, no body (see _send)
 
     def _handle(self) -> None:
         fake = self.server.fake
@@ -1371,11 +1374,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, response: Response) -> None:
         self._send_head(response, len(response.body))
-        self.wfile.write(response.body)
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
 
     def _send_head(self, response: Response, content_length: int) -> None:
         self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
+        if response.content_type:  # "": none (a 204)
+            self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(content_length))
         for name, value in response.headers.items():
             self.send_header(name, value)

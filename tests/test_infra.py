@@ -8,8 +8,12 @@ import re
 from typing import Any
 
 import boto3
+from chalice.deploy.swagger import CFNSwaggerGenerator
+from chalice.package import TemplateDeepMerger
 
+from app import SITE_METHODS, app
 from scripts.chalice_local import gateway_responses
+from scripts.infra import greedy_paths, path_parameters, render
 from scripts.local_aws import ROOT, TEMPLATE
 from scripts.sam_check import ACCESS_LOG_FIELDS
 from tests.conftest import TABLE
@@ -39,6 +43,55 @@ def test_gateway_responses_use_the_error_envelope() -> None:
         assert headers["X-Broker-Error"] == f"'{body['error']['code']}'"
         assert headers["Cache-Control"] == "'no-store'"
         assert len(body["error"]["message"]) > 20
+        # Jira's error shape beside it: Jira client libraries build their exception text from errorMessages.
+        assert body["errorMessages"] == [f"{body['error']['code']}: {body['error']['message']}"]
+        assert body["errors"] == {} and set(body) == {"error", "errorMessages", "errors"}
+        # A template is VTL: no $ or # that API Gateway would read as a reference or a directive.
+        assert "$" not in response["ResponseTemplates"]["application/json"]
+        assert "#" not in response["ResponseTemplates"]["application/json"]
+
+
+def test_throttled_and_unavailable_say_when_to_retry() -> None:
+    responses = _template()["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+    assert responses["THROTTLED"]["ResponseParameters"]["Headers"]["Retry-After"] == "'1'"
+    for kind in ("AUTHORIZER_FAILURE", "AUTHORIZER_CONFIGURATION_ERROR"):
+        assert responses[kind]["ResponseParameters"]["Headers"]["Retry-After"] == "'2'"
+    assert gateway_responses()["THROTTLED"]["ResponseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
+
+
+def test_the_merge_template_declares_the_greedy_paths_parameters() -> None:
+    """Chalice declares only {name} view arguments; API Gateway needs {proxy+}'s ``proxy`` declared too."""
+    paths = render("dev")["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    site = "/v1/teams/{team}/users/{user}/jira/site/{proxy+}"
+    assert set(paths) == {site}  # from app.app.routes: the one greedy route
+    params = [{"name": name, "in": "path", "required": True, "type": "string"} for name in ("team", "user", "proxy")]
+    assert paths[site] == {method.lower(): {"parameters": params} for method in SITE_METHODS}
+    assert greedy_paths({"/a/{id}": ["GET"], "/a/{id}/{rest+}": ["GET", "PUT"]}) == {
+        "/a/{id}/{rest+}": {
+            "get": {"parameters": path_parameters("/a/{id}/{rest+}")},
+            "put": {"parameters": path_parameters("/a/{id}/{rest+}")},
+        }
+    }
+    assert [p["name"] for p in path_parameters("/a/{id}/{rest+}")] == ["id", "rest"]
+
+
+def test_chalices_merge_replaces_the_parameter_lists() -> None:
+    """chalice package's deep merge merges dictionaries and replaces lists: each method ends with exactly
+    team, user and proxy, its integration and authorizer as Chalice wrote them."""
+    swagger = CFNSwaggerGenerator().generate_swagger(app)
+    chalice_template = {"Resources": {"RestAPI": {"Properties": {"DefinitionBody": swagger}}}}
+    merged = TemplateDeepMerger().merge(render("prod"), chalice_template)
+    definition = merged["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    site = definition["paths"]["/v1/teams/{team}/users/{user}/jira/site/{proxy+}"]
+    assert sorted(site) == sorted(m.lower() for m in SITE_METHODS)
+    for method in site.values():
+        assert [p["name"] for p in method["parameters"]] == ["team", "user", "proxy"]
+        assert method["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
+        assert method["security"] == [{"api_key_auth": []}]
+    assert definition["x-amazon-apigateway-binary-media-types"] == ["*/*"]
+    assert definition["info"]["title"] == {"Fn::Sub": "jira-oauth-broker-${Stage}"}  # the merge's own
+    other = definition["paths"]["/v1/teams/{team}/users/{user}/jira"]["get"]["parameters"]
+    assert [p["name"] for p in other] == ["team", "user"]  # the other routes: Chalice's, untouched
 
 
 def test_gateway_responses_are_part_of_the_sam_api_not_separate_resources() -> None:

@@ -8,13 +8,14 @@ import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import CONSUMER_KEY, public_pem
-from tests.fakejira import FakeJira
+from tests.fakejira import FAKE_PNG, FakeJira
 from tests.localstack import LocalStack, apikeys_cli, local_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,13 @@ def local_broker(tmp_path: Path) -> Iterator[LocalStack]:
 
 
 _apikeys = apikeys_cli
+SITE = "/v1/teams/acme/users/alice/jira/site"
+
+
+def _as_bot(stack: LocalStack, method: str, path: str, accept: str | None = None, **kwargs: Any) -> requests.Response:
+    """A call with the stack's key and exactly this Accept (None: no Accept header at all)."""
+    headers: dict[str, str | None] = {"Authorization": f"Bearer {stack.api_key}", "Accept": accept}
+    return requests.request(method, stack.url + path, headers=headers, timeout=30, **kwargs)
 
 
 def _form_action(html: str) -> str:
@@ -49,8 +57,11 @@ def test_whole_flow_through_chalice_local(
             refused = local_broker.api("GET", "/v1/teams/acme/jira", key=key)
             assert refused.status_code == status and refused.headers["X-Broker-Error"] == code
             assert refused.json()["error"]["code"] == code
+            # Jira client libraries print errorMessages: the Gateway Responses carry them too.
+            assert refused.json()["errorMessages"] == [f"{code}: {refused.json()['error']['message']}"]
         unknown = local_broker.api("GET", "/v1/no/such/route", key="jb_secret-never-echoed")
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+        assert unknown.json()["errors"] == {} and unknown.json()["errorMessages"][0].startswith("not_found: ")
         assert "jb_secret-never-echoed" not in unknown.text
         missing = local_broker.api("GET", "/v1/teams/acme/jira")
         assert missing.status_code == 404 and missing.headers["X-Broker-Error"] == "integration_not_found"
@@ -95,6 +106,28 @@ def test_whole_flow_through_chalice_local(
         assert status.status_code == 200 and status.json()["jira_user"]["name"] == "alice"
         assert browser.get(connect_url, timeout=15).status_code == 410
         assert browser.get(back.headers["Location"], timeout=15).status_code == 410
+
+        # Jira as alice through the transparent site ({proxy+}, matched by scripts/chalice_local.py) and the
+        # envelope proxy: JSON as text, Jira's bytes as bytes for the Accept client libraries send, or none.
+        me = _as_bot(local_broker, "GET", f"{SITE}/rest/api/2/myself?x=1", accept="application/json, */*")
+        assert me.status_code == 200 and me.json()["name"] == "alice", me.text
+        assert me.headers["Content-Type"].startswith("application/json")
+        sent = jira.requests[-1]
+        assert sent.path.endswith("/rest/api/2/myself") and sent.query == {"x": ["1"]}
+        echo = _as_bot(local_broker, "GET", f"{SITE}/rest/api/2/thing/bob%40example.com")
+        assert echo.status_code == 200 and echo.json()["path"] == "/rest/api/2/thing/bob@example.com", echo.text
+        for accept in ("application/json, */*", "*/*", None):
+            png = _as_bot(local_broker, "GET", f"{SITE}/rest/fake/binary", accept=accept)
+            assert png.status_code == 200 and png.content == FAKE_PNG, (accept, png.content[:40])
+            assert png.headers["Content-Type"] == "image/png"
+        proxied = _as_bot(
+            local_broker,
+            "POST",
+            "/v1/teams/acme/users/alice/jira/proxy",
+            accept="application/json, */*",
+            json={"method": "GET", "path": "/rest/fake/binary"},
+        )
+        assert proxied.status_code == 200 and proxied.content == FAKE_PNG
 
     # The API key command works against the local stack (it finds make run's moto by itself).
     key = _apikeys("create", "--name", "bot", "--team", "acme").strip().splitlines()[-1]

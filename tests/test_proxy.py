@@ -408,11 +408,3 @@ def test_jira_python_as_a_real_client(connected: Broker, jira: FakeJira) -> None
 def test_proxy_and_sign_need_a_connection(broker: Broker) -> None:
     answer = broker.call("POST", SIGN, {"method": "GET", "url": "http://x/rest"})
     assert answer.status == 404 and answer.error_code == "integration_not_found"
-
-
-def test_binary_answers_need_a_matching_accept(connected: Broker) -> None:
-    answer = connected.call(
-        "POST", PROXY, {"method": "GET", "path": "/rest/fake/binary"}, headers={"Accept": "application/json"}
-    )
-    assert answer.status == 406 and answer.error_code == "binary_accept_required"
-    assert "Accept: image/png" in answer.json["error"]["message"]

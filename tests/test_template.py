@@ -21,6 +21,7 @@ from scripts.infra import render
 from scripts.local_aws import ROOT
 
 TOOLS_PYTHON = ROOT / ".venv-tools" / "bin" / "python"
+SITE_ROUTE = "/v1/teams/{team}/users/{user}/jira/site/{proxy+}"
 CHALICE = Path(sys.executable).parent / "chalice"
 
 
@@ -76,6 +77,41 @@ def test_the_transformed_template_deploys_as_intended(packaged: Path) -> None:
     result = _sam_check(packaged)
     assert result.returncode == 0, result.stderr
     assert "10 Gateway Responses in the RestApi's definition" in result.stdout
+    assert "path parameters declared; every media type binary" in result.stdout
+
+
+def test_the_site_path_is_routed_by_api_gateway_with_its_proxy_parameter(packaged: Path) -> None:
+    """``{proxy+}``: every method declares team, user and proxy; the API handler's aws_proxy; the authorizer."""
+    for template in (json.loads(packaged.read_text()), _transformed(packaged)):
+        resources = template["Resources"]
+        if "RestAPI" in resources and resources["RestAPI"]["Type"] == "AWS::Serverless::Api":
+            definition = resources["RestAPI"]["Properties"]["DefinitionBody"]
+        else:
+            (rest,) = [r for r in resources.values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+            definition = rest["Properties"]["Body"]
+        site = definition["paths"][SITE_ROUTE]
+        assert sorted(site) == ["delete", "get", "head", "patch", "post", "put"]
+        for method, spec in site.items():
+            params = sorted(spec["parameters"], key=lambda p: p["name"])
+            assert params == [
+                {"name": name, "in": "path", "required": True, "type": "string"} for name in ("proxy", "team", "user")
+            ], method
+            integration = spec["x-amazon-apigateway-integration"]
+            assert integration["type"] == "aws_proxy" and integration["httpMethod"] == "POST", method
+            assert "${APIHandler.Arn}" in integration["uri"]["Fn::Sub"], method
+            assert spec["security"] == [{"api_key_auth": []}], method
+        assert "api_key_auth" in definition["securityDefinitions"]
+        # Every media type binary: API Gateway decodes every base64 answer, for any Accept.
+        assert definition["x-amazon-apigateway-binary-media-types"] == ["*/*"]
+
+
+def test_gateway_responses_carry_jira_error_messages_and_throttled_a_retry_after(packaged: Path) -> None:
+    (rest,) = [r for r in _transformed(packaged)["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    attached = rest["Properties"]["Body"]["x-amazon-apigateway-gateway-responses"]
+    for kind, response in attached.items():
+        body = json.loads(response["responseTemplates"]["application/json"])
+        assert body["errorMessages"] == [f"{body['error']['code']}: {body['error']['message']}"], kind
+    assert attached["THROTTLED"]["responseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
 
 
 def test_gateway_responses_are_attached_and_a_change_redeploys(packaged: Path, tmp_path: Path) -> None:
@@ -131,10 +167,19 @@ def test_sam_check_catches_what_would_go_wrong(packaged: Path, tmp_path: Path) -
     def unthrottled(res: dict[str, Any]) -> None:
         del res["RestAPI"]["Properties"]["MethodSettings"]
 
+    def proxy_undeclared(res: dict[str, Any]) -> None:
+        get = res["RestAPI"]["Properties"]["DefinitionBody"]["paths"][SITE_ROUTE]["get"]
+        get["parameters"] = [p for p in get["parameters"] if p["name"] != "proxy"]
+
+    def some_types_binary(res: dict[str, Any]) -> None:
+        res["RestAPI"]["Properties"]["DefinitionBody"]["x-amazon-apigateway-binary-media-types"] = ["image/png"]
+
     for change, problem in (
         (separate_response, "separate Gateway Response resources"),
         (raw_path_in_log, "['$context.path']"),
         (unthrottled, "is not throttled"),
+        (proxy_undeclared, f"GET {SITE_ROUTE} does not declare its path parameters ['proxy']"),
+        (some_types_binary, "binary media types lack */*"),
     ):
         result = _sam_check(_variant(packaged, tmp_path, change))
         assert result.returncode == 1 and problem in result.stderr, (problem, result.stderr)

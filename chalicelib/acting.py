@@ -26,7 +26,7 @@ import requests
 
 from . import connect
 from .config import Settings
-from .errors import InvalidRequest
+from .errors import InvalidRequest, SealedValueUnreadable
 from .jirasite import JiraSite, UserRequest
 from .resources import integration_not_found, store_for
 from .urls import check_jira_destination_cached
@@ -192,5 +192,11 @@ def acting_as(team: str, user: str, settings: Settings) -> Acting:
             settings,
         )
     check_jira_destination_cached(integration["base_url"], settings)  # DNS may have changed since setup
-    auth = scheme_for(integration, settings).act_as(team, user, connection)
+    try:
+        auth = scheme_for(integration, settings).act_as(team, user, connection)
+    except SealedValueUnreadable:  # altered, or copied from another user's item: never usable again
+        store_for(settings).delete_connection(team, user, revision=connection.get("revision") or "")
+        raise connect.reconnect_error(
+            team, user, f"{user}'s stored Jira credential could not be decrypted, so it was removed.", settings
+        ) from None
     return Acting(team, user, integration, connection, auth)

@@ -164,6 +164,7 @@ class OAuth2Scheme:
     # -- acting as the user --------------------------------------------------------------------
     def act_as(self, team: str, user: str, connection: dict[str, Any]) -> OAuth2User:
         tokens = ConnectionTokens(store_for(self.settings), sealer_for(self.settings))
+        tokens.open(team, user, connection)  # unreadable tokens fail here, as OAuth 1.0a's do (see acting_as)
         return OAuth2User(FreshTokens(tokens, self.jira(team), team, user, self.settings), connection)
 
 

@@ -147,7 +147,8 @@ class StorageUnavailable(BrokerError):
 
 class SealedValueUnreadable(BrokerError):
     """500: a stored, sealed credential does not decrypt (altered, copied from another record, or sealed
-    under another key); the user has to connect again. The message never holds the value."""
+    under another key); the user has to connect again. The message never holds the value. Acting as a
+    user turns it into 401 ``reauthorization_required`` with a connect link (:func:`chalicelib.acting.acting_as`)."""
 
     code = "sealed_value_unreadable"
     status = 500

@@ -43,5 +43,8 @@ def test_a_sealed_value_copied_to_another_user_does_not_open(connected: Broker, 
         Item=to_item({**{k: v for k, v in item.items() if k not in ("pk", "sk")}, "pk": "TEAM#acme", "sk": "USER#bob"}),
     )
     answer = connected.call("POST", PROXY.format(user="bob"), MYSELF)
-    assert answer.status == 500 and answer.error_code == "sealed_value_unreadable"
-    assert "connect the jira account again" in answer.json["error"]["message"].lower()
+    assert answer.status == 401 and answer.error_code == "reauthorization_required"
+    assert answer.json["error"]["connect_url"].startswith("http://broker.test/connect/")
+    assert "could not be decrypted" in answer.json["error"]["message"]
+    assert store.get_connection("acme", "bob") is None  # removed: it could never be used
+    assert connected.call("POST", PROXY.format(user="alice"), MYSELF).status == 200  # alice's own still works

@@ -41,18 +41,29 @@ class ConnectionTokens:
     def __init__(self, store: Store, sealer: Sealer) -> None:
         self.store = store
         self.sealer = sealer
+        self._opened: dict[tuple[str, str, str], dict[str, str]] = {}  # one request opens a value once
 
     def seal(self, team: str, user: str, tokens: dict[str, str]) -> str:
         return self.sealer.seal({k: v for k, v in tokens.items() if v}, bound_to=bound_to(team, user))
 
     def open(self, team: str, user: str, connection: dict[str, Any]) -> dict[str, str]:
-        """The connection's tokens; an old plain item is sealed in place (once, conditionally)."""
-        if connection.get(SEALED):
-            return self.sealer.open(str(connection[SEALED]), bound_to=bound_to(team, user))
-        plain = {name: str(connection[name]) for name in PLAIN_SECRETS if connection.get(name)}
-        if plain.get("access_token"):
-            self._seal_in_place(team, user, plain)
-        return plain
+        """The connection's tokens; an old plain item is sealed in place (once, conditionally).
+
+        Opened values are remembered by this instance (one per request), so acting as a user and
+        refreshing read the same item without decrypting or sealing it in place again.
+        """
+        sealed = str(connection.get(SEALED) or "")
+        remembered = (team, user, sealed or str(connection.get("access_token") or ""))
+        if remembered in self._opened:
+            return self._opened[remembered]
+        if sealed:
+            opened = self.sealer.open(sealed, bound_to=bound_to(team, user))
+        else:
+            opened = {name: str(connection[name]) for name in PLAIN_SECRETS if connection.get(name)}
+            if opened.get("access_token"):
+                self._seal_in_place(team, user, opened)
+        self._opened[remembered] = opened
+        return opened
 
     def _seal_in_place(self, team: str, user: str, plain: dict[str, str]) -> None:
         """Replace the plain attributes with the sealed value, only if the item still holds that token."""

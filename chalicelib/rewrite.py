@@ -78,7 +78,7 @@ class LinkRewriter:
     def _walk(self, value: Any, changed: list[bool]) -> Any:
         if isinstance(value, str):
             moved = self.url(value)
-            if moved is not value and moved != value:
+            if moved != value:
                 changed[0] = True
             return moved
         if isinstance(value, list):
